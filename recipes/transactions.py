@@ -1,0 +1,79 @@
+"""The per-test transaction: whatever the code under test commits, the test rolls back.
+
+SQLAlchemy's recipe "Joining a Session into an External Transaction", async: the test opens one
+connection and an outer transaction on it; every session of the test is bound to that
+connection with ``join_transaction_mode="create_savepoint"``; at teardown the outer transaction
+rolls back and the database is as it was.
+
+What a caller may rely on:
+
+- ``session.commit()`` releases a savepoint; nothing reaches the database for good.
+- ``session.rollback()`` (an application recovering from an IntegrityError) rolls back to the
+  savepoint only: rows the test seeded earlier stay, and the session stays usable.
+- ``session.begin_nested()`` inside a test works as usual, one savepoint deeper.
+- Every session from :func:`bind_sessionmaker` shares the connection, so two sessions of one
+  test see each other's commits.
+- ``expire_on_commit=False``: reading an attribute after ``commit()`` would otherwise reload
+  it with IO, which an ``AsyncSession`` refuses (``MissingGreenlet``).
+
+Pitfalls:
+
+- The default ``join_transaction_mode`` (``"conservative_savepoint"``) does not create a
+  savepoint when the connection is already in a plain transaction: the application's
+  ``rollback()`` then rolls back the test's own outer transaction, seeded rows included.
+- On SQLite, apply :func:`recipes.sqlite.enable_sqlite_fixes` to the engine first, or rows
+  committed through a savepoint survive the rollback.
+- Code that opens its *own* connection from the engine is outside the test transaction; give
+  it :func:`bind_sessionmaker`'s sessionmaker instead (a dependency override).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
+
+__all__ = ["LeakedOperationWarning", "bind_sessionmaker", "rollback_transaction"]
+
+
+class LeakedOperationWarning(UserWarning):
+    """A test left an operation running on its connection; the connection was discarded."""
+
+
+# --8<-- [start:rollback_transaction]
+@asynccontextmanager
+async def rollback_transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """Yield a connection inside an outer transaction that is rolled back on exit.
+
+    If the rollback itself fails (a query task the test left running, a cancelled query),
+    the connection is invalidated instead: the server discards the transaction with the
+    connection, and no broken connection goes back to the pool for the next test.
+    """
+    connection = await engine.connect()
+    transaction = await connection.begin()
+    try:
+        yield connection
+    finally:
+        try:
+            if transaction.is_active:
+                await transaction.rollback()
+        except Exception as exc:
+            warnings.warn(
+                f"the test left its connection busy ({type(exc).__name__}); it was discarded",
+                LeakedOperationWarning,
+                stacklevel=2,
+            )
+            await connection.invalidate()
+        await connection.close()
+
+
+def bind_sessionmaker(connection: AsyncConnection) -> async_sessionmaker[AsyncSession]:
+    """A sessionmaker whose sessions join ``connection``'s transaction through savepoints."""
+    return async_sessionmaker(
+        bind=connection,
+        join_transaction_mode="create_savepoint",
+        expire_on_commit=False,
+    )
+# --8<-- [end:rollback_transaction]

@@ -1,0 +1,3 @@
+"""The project's own suite: the recipes plugin, on every configured database."""
+
+pytest_plugins = ["recipes.plugin", "pytester"]
