@@ -4,6 +4,7 @@ Each module is one recipe, short enough to read in one sitting and to copy into 
 ``conftest.py``:
 
 - :mod:`recipes.databases`: which database a test run uses, and a throwaway one beside it.
+- :mod:`recipes.janitor`: creating and dropping throwaway databases on a PostgreSQL server.
 - :mod:`recipes.sqlite`: the fixes every SQLite engine needs before it can roll back.
 - :mod:`recipes.transactions`: the per-test transaction that rolls back whatever the code commits.
 

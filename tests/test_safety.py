@@ -73,21 +73,21 @@ def test_the_named_server_database_is_untouched(run_pytest, pytester, named_data
     assert left == [], "the test database was not dropped at the end"
 
 
-def test_a_database_with_the_test_name_that_is_not_ours_is_left_alone(pg_server_url):
+def test_a_database_with_the_test_name_that_is_not_ours_is_left_alone(named_database, pg_server_url):
     from recipes.databases import DatabaseConfigError, provision
 
-    name = f"{pg_server_url.database}_test_{os.getpid()}"
+    name = f"{named_database.database}_test_{os.getpid()}"
     asyncio.run(_admin(pg_server_url, f"CREATE DATABASE {name}"))
     try:
-        with pytest.raises(DatabaseConfigError, match="was not created by these fixtures"):
-            provision(_pg(pg_server_url))
+        with pytest.raises(DatabaseConfigError, match="created by someone else"):
+            provision(_pg(named_database))
         (exists,) = asyncio.run(_admin(pg_server_url, f"SELECT 1 FROM pg_database WHERE datname = '{name}'"))
         assert exists == [(1,)]
     finally:
         asyncio.run(_admin(pg_server_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
 
 
-def test_a_crashed_runs_marked_database_is_dropped_by_the_next_run(pg_server_url):
+def test_a_crashed_runs_marked_database_is_dropped_by_the_next_run(named_database, pg_server_url):
     from recipes.databases import provision
 
     dead_pid = 2**22 + 17  # above the default pid_max: no such process
@@ -102,7 +102,7 @@ def test_a_crashed_runs_marked_database_is_dropped_by_the_next_run(pg_server_url
             f"COMMENT ON DATABASE {name} IS 'recipes test database; pid={dead_pid}; host={socket.gethostname()}'",
         )
     )
-    database = provision(_pg(pg_server_url))
+    database = provision(_pg(named_database))
     database.close()
     (left,) = asyncio.run(_admin(pg_server_url, f"SELECT 1 FROM pg_database WHERE datname = '{name}'"))
     assert left == []

