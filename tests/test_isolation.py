@@ -82,3 +82,15 @@ async def test_expire_on_commit_is_off(db_session):
 async def test_db_connection_is_the_sessions_connection(db_connection, db_session):
     await register_user(db_session, "ada@example.com")
     assert await db_connection.scalar(select(func.count()).select_from(User)) == 1
+
+
+async def test_application_code_with_its_own_engine_sees_the_database(db_engine, db_url):
+    # On SQLite too: the default is one database shared by every connection of the run.
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    own_engine = create_async_engine(db_url)
+    try:
+        async with own_engine.connect() as connection:
+            assert await connection.scalar(select(func.count()).select_from(User)) == 0
+    finally:
+        await own_engine.dispose()
