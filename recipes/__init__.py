@@ -7,6 +7,7 @@ Each module is one recipe, short enough to read in one sitting and to copy into 
 - :mod:`recipes.janitor`: creating and dropping throwaway databases on a PostgreSQL server.
 - :mod:`recipes.sqlite`: the fixes every SQLite engine needs before it can roll back.
 - :mod:`recipes.transactions`: the per-test transaction that rolls back whatever the code commits.
+- :mod:`recipes.mocks`: a mock AsyncSession whose query results behave like real ones.
 
 :mod:`recipes.plugin` wires them into pytest: ``pytest_plugins = ["recipes.plugin"]``.
 :mod:`recipes.demo` is the small application the chapters and tests exercise; it imports no recipe.

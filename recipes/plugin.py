@@ -13,6 +13,9 @@ Configuration, each resolved as command line, then environment, then ini file:
 - ini ``recipes_metadata = "pkg.module:Base"``: the tables to create, or override the
   ``db_metadata`` fixture.
 
+It also exposes ``mock_session`` (:mod:`recipes.mocks`), a mock AsyncSession whose query
+results behave like real ones, for the unit tests that need no database.
+
 This module only wires options, markers and fixtures; the work is done by
 :mod:`recipes.databases` and :mod:`recipes.transactions`.
 """
@@ -39,6 +42,7 @@ from .databases import (
     provision,
     resolve_urls,
 )
+from .mocks import mock_session
 from .transactions import bind_sessionmaker, rollback_transaction
 
 __all__ = [
@@ -48,6 +52,7 @@ __all__ = [
     "db_session",
     "db_sessionmaker",
     "db_url",
+    "mock_session",
 ]
 
 ENV_URL = "RECIPES_DB_URL"
