@@ -18,6 +18,7 @@ from recipes.databases import EMBEDDED_POSTGRES, dialect_of, make_engine, provis
 pytest_plugins = ["recipes.plugin", "pytester"]
 
 
+@pytest.hookimpl(trylast=True)  # after recipes.plugin has read the configuration
 def pytest_configure(config: pytest.Config) -> None:
     from recipes import plugin  # imported here: pytest must load it as a plugin first
 

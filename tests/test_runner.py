@@ -9,6 +9,7 @@ fix that are unlikely to change; if they do, copy the new source into ``passing.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import time
@@ -24,6 +25,16 @@ NOTEBOOKS = Path(__file__).parent / "notebooks"
 SQLITE = "sqlite+aiosqlite://"  # explicit, so a RECIPES_DB_URL set for the suite does not apply
 
 
+@pytest.fixture(scope="module")
+def copies(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The synthetic notebooks copied out of the repository: a kernel's pytest run there must
+    not pick up this suite's own conftest.py, as it would from tests/notebooks/."""
+    folder = tmp_path_factory.mktemp("notebooks")
+    for notebook in NOTEBOOKS.glob("*.ipynb"):
+        shutil.copy(notebook, folder)
+    return folder
+
+
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-m", "recipes", "run", *args]
     return subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
@@ -36,8 +47,8 @@ def outputs(path: Path, cell: int) -> str:
 
 
 @pytest.mark.notebooks
-def test_a_passing_notebook_is_ok_and_the_table_says_so(tmp_path: Path) -> None:
-    notebook = NOTEBOOKS / "passing.ipynb"
+def test_a_passing_notebook_is_ok_and_the_table_says_so(tmp_path: Path, copies: Path) -> None:
+    notebook = copies / "passing.ipynb"
     done = run_cli(str(notebook), "--db-url", SQLITE, "--output-dir", str(tmp_path))
 
     assert done.returncode == 0, done.stdout + done.stderr
@@ -56,17 +67,17 @@ def test_a_passing_notebook_is_ok_and_the_table_says_so(tmp_path: Path) -> None:
 
 
 @pytest.mark.notebooks
-def test_db_url_reaches_the_kernel(tmp_path: Path) -> None:
+def test_db_url_reaches_the_kernel(tmp_path: Path, copies: Path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path}/app.db"
-    result = execute_notebook(NOTEBOOKS / "passing.ipynb", db_url=url, output_dir=tmp_path)
+    result = execute_notebook(copies / "passing.ipynb", db_url=url, output_dir=tmp_path)
 
     assert result.ok, result.problems
     assert "tests run in app_test_" in outputs(tmp_path / "passing.ipynb", 2)
 
 
 @pytest.mark.notebooks
-def test_an_unexpected_failure_fails_and_stops_the_notebook() -> None:
-    result = execute_notebook(NOTEBOOKS / "unexpected_error.ipynb", db_url=SQLITE)
+def test_an_unexpected_failure_fails_and_stops_the_notebook(copies: Path) -> None:
+    result = execute_notebook(copies / "unexpected_error.ipynb", db_url=SQLITE)
 
     assert not result.ok
     [problem] = result.problems
@@ -76,8 +87,8 @@ def test_an_unexpected_failure_fails_and_stops_the_notebook() -> None:
 
 
 @pytest.mark.notebooks
-def test_a_cell_marked_to_fail_that_passes_fails_the_run() -> None:
-    result = execute_notebook(NOTEBOOKS / "expected_failure_passes.ipynb", db_url=SQLITE)
+def test_a_cell_marked_to_fail_that_passes_fails_the_run(copies: Path) -> None:
+    result = execute_notebook(copies / "expected_failure_passes.ipynb", db_url=SQLITE)
 
     assert result.problems == [
         "cell 2: marked to fail with 'ZeroDivisionError', but it ran without error"
@@ -85,24 +96,24 @@ def test_a_cell_marked_to_fail_that_passes_fails_the_run() -> None:
 
 
 @pytest.mark.notebooks
-def test_a_cell_that_fails_for_another_reason_fails_the_run() -> None:
-    result = execute_notebook(NOTEBOOKS / "wrong_reason.ipynb", db_url=SQLITE)
+def test_a_cell_that_fails_for_another_reason_fails_the_run(copies: Path) -> None:
+    result = execute_notebook(copies / "wrong_reason.ipynb", db_url=SQLITE)
 
     assert result.problems == ["cell 2: failed, but not with 'IntegrityError' (KeyError: 'users')"]
 
 
 @pytest.mark.notebooks
-def test_a_hanging_cell_fails_when_the_timeout_expires() -> None:
+def test_a_hanging_cell_fails_when_the_timeout_expires(copies: Path) -> None:
     start = time.monotonic()
-    result = execute_notebook(NOTEBOOKS / "hanging.ipynb", db_url=SQLITE, timeout=2)
+    result = execute_notebook(copies / "hanging.ipynb", db_url=SQLITE, timeout=2)
 
     assert result.problems == ["cell 2: still running after 2 s"]
     assert time.monotonic() - start < 30  # the kernel was killed, not waited for
 
 
 @pytest.mark.notebooks
-def test_a_drifted_recipe_cell_fails_the_run() -> None:
-    result = execute_notebook(NOTEBOOKS / "drifted.ipynb", db_url=SQLITE)
+def test_a_drifted_recipe_cell_fails_the_run(copies: Path) -> None:
+    result = execute_notebook(copies / "drifted.ipynb", db_url=SQLITE)
 
     [problem] = result.problems
     assert problem.startswith("cell 3 (recipe recipes.sqlite:_on_begin): differs from ")
