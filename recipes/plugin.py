@@ -17,12 +17,14 @@ It also exposes ``mock_session`` (:mod:`recipes.mocks`), a mock AsyncSession who
 results behave like real ones, for the unit tests that need no database.
 
 This module only wires options, markers and fixtures; the work is done by
-:mod:`recipes.databases` and :mod:`recipes.transactions`.
+:mod:`recipes.databases`, :mod:`recipes.transactions` and :mod:`recipes.loops` (which event
+loop a test's connection belongs to).
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -31,6 +33,7 @@ import pytest
 import pytest_asyncio
 from sqlalchemy import URL, MetaData
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.pool import AsyncAdaptedQueuePool
 
 from .databases import (
     DatabaseConfigError,
@@ -42,8 +45,8 @@ from .databases import (
     provision,
     resolve_urls,
 )
+from .loops import ANYIO, LOOP_SCOPES, LoopTransaction, loop_transaction, route
 from .mocks import mock_session
-from .transactions import bind_sessionmaker, rollback_transaction
 
 __all__ = [
     "db_connection",
@@ -207,7 +210,8 @@ def db_metadata(request: pytest.FixtureRequest) -> Any:
 @pytest.fixture(scope="session")
 def db_engine(request: pytest.FixtureRequest, db_url: URL, db_metadata: Any) -> Iterator[AsyncEngine]:
     """An AsyncEngine on the test database (session), schema created once. It uses NullPool,
-    so it works from any event loop; each test opens one connection."""
+    so it works from any event loop. (Tests on a longer-lived loop get their connections from
+    a pooled engine living on that loop instead: see recipes.loops.)"""
     database = next(d for d in request.config.stash[_DATABASES].values() if d.url == db_url)
     try:
         create_schema(database, _metadatas(db_metadata))
@@ -218,24 +222,76 @@ def db_engine(request: pytest.FixtureRequest, db_url: URL, db_metadata: Any) -> 
     engine.sync_engine.dispose()
 
 
-@pytest_asyncio.fixture
-async def db_connection(db_engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
-    """An AsyncConnection inside the test's outer transaction (function), rolled back at
-    teardown whatever the test committed."""
-    async with rollback_transaction(db_engine) as connection:
-        yield connection
+# -- the per-test transaction on the test's own loop: recipes.loops says how and why ---------
+
+def _transaction_fixture(scope: str) -> Any:
+    engine_name = f"_recipes_engine_{scope}"
+
+    async def transaction(request: pytest.FixtureRequest, **engines: AsyncEngine) -> AsyncIterator[LoopTransaction]:
+        async with loop_transaction(request, engines[engine_name], scope) as state:
+            yield state
+
+    # the engine must be a static dependency: a running async fixture cannot getfixturevalue()
+    transaction.__signature__ = inspect.Signature([  # type: ignore[attr-defined]
+        inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+        inspect.Parameter(engine_name, inspect.Parameter.KEYWORD_ONLY),
+    ])
+    return pytest_asyncio.fixture(transaction, loop_scope=scope, name=f"_recipes_transaction_{scope}")
+
+
+def _engine_fixture(scope: str) -> Any:
+    async def engine(request: pytest.FixtureRequest, db_engine: AsyncEngine, db_url: URL) -> AsyncIterator[AsyncEngine]:
+        """A pooled engine created and disposed on this scope's loop, so that its connections
+        never meet another loop; on a function loop (one test: a pool cannot help) db_engine."""
+        if scope == "function":
+            yield db_engine
+            return
+        pooled = make_engine(db_url, poolclass=AsyncAdaptedQueuePool)
+        yield pooled
+        await pooled.dispose()
+
+    return pytest_asyncio.fixture(engine, scope=scope, loop_scope=scope, name=f"_recipes_engine_{scope}")
+
+
+for _scope in LOOP_SCOPES:
+    globals()[f"_recipes_transaction_{_scope}"] = _transaction_fixture(_scope)
+    globals()[f"_recipes_engine_{_scope}"] = _engine_fixture(_scope)
+
+
+@pytest.fixture(name=ANYIO)
+async def _recipes_transaction_anyio(request: pytest.FixtureRequest, db_engine: AsyncEngine) -> AsyncIterator[LoopTransaction]:
+    """anyio runs it in the test's runner: anyio_backend is among the test's fixtures."""
+    async with loop_transaction(request, db_engine, None) as state:
+        yield state
+
+
+def _transaction(request: pytest.FixtureRequest, fixture: str) -> LoopTransaction:
+    state: LoopTransaction = request.getfixturevalue(route(request, fixture))
+    if fixture not in state.fixtures:
+        state.fixtures.append(fixture)
+    return state
 
 
 @pytest.fixture
-def db_sessionmaker(db_connection: AsyncConnection) -> async_sessionmaker[AsyncSession]:
+def db_connection(request: pytest.FixtureRequest, db_engine: AsyncEngine) -> AsyncConnection:
+    """An AsyncConnection inside the test's outer transaction (function), opened on the event
+    loop the test runs on and rolled back at teardown whatever the test committed."""
+    return _transaction(request, "db_connection").connection
+
+
+@pytest.fixture
+def db_sessionmaker(request: pytest.FixtureRequest, db_engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     """An ``async_sessionmaker`` bound to the test's connection (function): for application
     code that opens its own sessions, and for dependency overrides."""
-    return bind_sessionmaker(db_connection)
+    return _transaction(request, "db_sessionmaker").sessionmaker
 
 
-@pytest_asyncio.fixture
-async def db_session(db_sessionmaker: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
+@pytest.fixture
+def db_session(request: pytest.FixtureRequest, db_engine: AsyncEngine) -> AsyncSession:
     """An AsyncSession joined to the test's transaction (function): ``commit()`` releases a
-    savepoint, ``rollback()`` returns to one, nothing outlives the test."""
-    async with db_sessionmaker() as session:
-        yield session
+    savepoint, ``rollback()`` returns to one, nothing outlives the test. Closed at teardown on
+    the test's loop."""
+    state = _transaction(request, "db_session")
+    session = state.sessionmaker()
+    state.sessions.append(session)
+    return session

@@ -12,8 +12,8 @@ connection, so a test on SQLite accepts an orphan row that PostgreSQL refuses.
 
 Pitfalls:
 
-- ``connect_args={"autocommit": False}`` is the modern switch, but ``sqlite3`` only has it
-  from Python 3.12 and ``aiosqlite`` does not expose it: on Python 3.11 it does not work.
+- ``connect_args={"autocommit": False}`` is the modern switch, but ``sqlite3.connect`` only
+  accepts it from Python 3.12: on Python 3.11 it raises TypeError.
 - Driver-level ``isolation_level="AUTOCOMMIT"`` is incompatible with these listeners.
 - Listeners attach to ``engine.sync_engine``: an ``AsyncEngine`` has no events of its own.
 """

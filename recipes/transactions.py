@@ -18,7 +18,7 @@ What a caller may rely on:
 
 Pitfalls:
 
-- The default ``join_transaction_mode`` (``"conservative_savepoint"``) does not create a
+- The default ``join_transaction_mode`` (``"conditional_savepoint"``) does not create a
   savepoint when the connection is already in a plain transaction: the application's
   ``rollback()`` then rolls back the test's own outer transaction, seeded rows included.
 - On SQLite, apply :func:`recipes.sqlite.enable_sqlite_fixes` to the engine first, or rows
@@ -29,13 +29,21 @@ Pitfalls:
 
 from __future__ import annotations
 
+import asyncio
 import warnings
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
-__all__ = ["LeakedOperationWarning", "bind_sessionmaker", "rollback_transaction"]
+__all__ = [
+    "LeakedOperationWarning",
+    "LoopMismatchError",
+    "bind_sessionmaker",
+    "guard_loop",
+    "rollback_transaction",
+]
 
 
 class LeakedOperationWarning(UserWarning):
@@ -77,3 +85,47 @@ def bind_sessionmaker(connection: AsyncConnection) -> async_sessionmaker[AsyncSe
         expire_on_commit=False,
     )
 # --8<-- [end:rollback_transaction]
+
+
+class LoopMismatchError(RuntimeError):
+    """An async connection was used from an event loop other than the one it was opened on.
+
+    Raised before the driver sees the statement, COMMIT or ROLLBACK: asyncpg would otherwise
+    fail with "attached to a different loop" and then "another operation is in progress",
+    and the connection would be unusable for the rollback at teardown.
+    """
+
+
+# Every way SQLAlchemy reaches the driver: statements (savepoints included) go through
+# before_execute / before_cursor_execute (exec_driver_sql skips the first); the root
+# COMMIT and ROLLBACK reach the DBAPI connection with no statement.
+_GUARDED_EVENTS = ("before_execute", "before_cursor_execute", "commit", "rollback")
+
+
+def guard_loop(connection: AsyncConnection, explain: Callable[[str], str]) -> Callable[[], None]:
+    """Refuse any use of ``connection`` from another event loop than the running one.
+
+    ``explain(used_from)`` builds the error message. Returns a function removing the guard.
+    """
+    owner = asyncio.get_running_loop()
+
+    def check(*_: object) -> None:
+        __tracebackhide__ = True
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            raise LoopMismatchError(explain("a thread with no running event loop")) from None
+        if running is not owner:
+            raise LoopMismatchError(explain("another event loop"))
+
+    target = connection.sync_connection
+    assert target is not None
+    for name in _GUARDED_EVENTS:
+        event.listen(target, name, check)
+
+    def remove() -> None:
+        for name in _GUARDED_EVENTS:
+            if event.contains(target, name, check):
+                event.remove(target, name, check)
+
+    return remove
