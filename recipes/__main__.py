@@ -5,8 +5,10 @@
   progress on stderr and a table on stdout, write the executed copies to ``docs/chapters/``;
   exit 0 when every notebook passed, 1 when one failed, 2 on bad usage.
 
-A command is a function that adds its options to a sub-parser and returns its handler; a new
-command (``bench``) is one more entry in ``_COMMANDS``.
+- ``bench [--db-url URL ...] [--tests N]``: :mod:`recipes.bench`, the cost of each isolation
+  strategy per test, in process and through pytest.
+
+A command is a function that adds its options to a sub-parser and returns its handler.
 """
 
 from __future__ import annotations
@@ -94,8 +96,15 @@ def _run_command(parser: argparse.ArgumentParser) -> Handler:
     return _run
 
 
+def _bench_command(parser: argparse.ArgumentParser) -> Handler:
+    from .bench.cli import bench_command  # imported on use: `run` does not need it
+
+    return bench_command(parser)
+
+
 _COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], Handler]]] = {
     "run": ("execute the chapter notebooks and check them", _run_command),
+    "bench": ("measure what per-test isolation costs, per database", _bench_command),
 }
 
 

@@ -28,11 +28,14 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from sqlalchemy import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.pool import AsyncAdaptedQueuePool
 
+from .databases import make_engine
 from .transactions import bind_sessionmaker, guard_loop, rollback_transaction
 
-__all__ = ["ANYIO", "LOOP_SCOPES", "PUBLIC", "LoopTransaction", "loop_scope_of", "loop_transaction", "mismatch_message", "route"]
+__all__ = ["ANYIO", "loop_engine", "LOOP_SCOPES", "PUBLIC", "LoopTransaction", "loop_scope_of", "loop_transaction", "mismatch_message", "route"]
 
 LOOP_SCOPES = ("function", "class", "module", "package", "session")
 ANYIO = "_recipes_transaction_anyio"
@@ -168,3 +171,13 @@ def mismatch_message(request: pytest.FixtureRequest, state: LoopTransaction, loo
 
 # The dispatchers request db_engine statically so that db_url (parametrized when several
 # databases are configured) is in every database test's closure.
+
+
+def loop_engine(url: URL | str) -> AsyncEngine:
+    """A pooled engine for one long-lived event loop: create it, use it and dispose of it there.
+
+    ``pool_reset_on_return=None``: every connection comes back from
+    :func:`~recipes.transactions.rollback_transaction`, which has already rolled back (or
+    invalidated) it, so the pool's own reset would be one more round trip per test.
+    """
+    return make_engine(url, poolclass=AsyncAdaptedQueuePool, pool_reset_on_return=None)

@@ -33,7 +33,6 @@ import pytest
 import pytest_asyncio
 from sqlalchemy import URL, MetaData
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
-from sqlalchemy.pool import AsyncAdaptedQueuePool
 
 from .databases import (
     DatabaseConfigError,
@@ -45,7 +44,7 @@ from .databases import (
     provision,
     resolve_urls,
 )
-from .loops import ANYIO, LOOP_SCOPES, LoopTransaction, loop_transaction, route
+from .loops import ANYIO, LOOP_SCOPES, LoopTransaction, loop_engine, loop_transaction, route
 from .mocks import mock_session
 
 __all__ = [
@@ -246,7 +245,7 @@ def _engine_fixture(scope: str) -> Any:
         if scope == "function":
             yield db_engine
             return
-        pooled = make_engine(db_url, poolclass=AsyncAdaptedQueuePool)
+        pooled = loop_engine(db_url)
         yield pooled
         await pooled.dispose()
 
