@@ -18,9 +18,10 @@ def test_the_benchmark_prints_both_tables_and_writes_json(tmp_path, pg_server_ur
     )
     assert done.returncode == 0, done.stdout + done.stderr
     for line in ["inline savepoint (a)", "recipes db_session (b)", "truncate (c)", "drop + create (d)",
-                 "ms/test above no-db", "== sqlite", "== postgresql"]:
+                 "ms/test above no-db", "x inline", "server: postgresql", "== sqlite", "== postgresql"]:
         assert line in done.stdout, done.stdout
     report = json.loads(out.read_text())
+    assert set(report["machine"]["databases"]) == {"sqlite", "postgresql"}
     assert set(report["backends"]) == {"sqlite", "postgresql"}
     strategies = report["backends"]["postgresql"]["strategies"]
     assert [s["ratio"] for s in strategies if s["strategy"] == "inline savepoint (a)"] == [1.0]

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
-from ..databases import dialect_of, mask, provision, resolve_urls
+from ..databases import TestDatabase, dialect_of, mask, provision, resolve_urls
 from .breakdown import breakdown
 from .strategies import measure
 from .suites import run_suites
@@ -43,6 +43,26 @@ def machine() -> dict[str, str | int]:
     }
 
 
+def server_version(database: TestDatabase) -> str:
+    """The database's own version string, for the record of what was measured."""
+    from sqlalchemy import text
+
+    from ..databases import make_engine
+    from ..janitor import run_coroutine
+
+    query = "SELECT sqlite_version()" if database.dialect == "sqlite" else "SHOW server_version"
+
+    async def ask() -> str:
+        engine = make_engine(database.url)
+        try:
+            async with engine.connect() as connection:
+                return f"{database.dialect} {await connection.scalar(text(query))}"
+        finally:
+            await engine.dispose()
+
+    return run_coroutine(ask)
+
+
 def _table(headers: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
     fmt = lambda row: " | ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))  # noqa: E731
@@ -54,11 +74,15 @@ def _bench(args: argparse.Namespace) -> int:
         warnings.filterwarnings("ignore", category=UserWarning, module="platformdirs")
         urls = resolve_urls(args.db_url, None, None) if args.db_url else ["sqlite+aiosqlite://"]
     report: dict[str, object] = {"machine": machine(), "tests": args.tests, "backends": {}}
+    servers: dict[str, str] = {}
+    report["machine"]["databases"] = servers  # type: ignore[index]
     print(f"machine: {report['machine']}")
     for raw in urls:
         print(f"\n== {dialect_of(raw)}: {mask(raw)}", flush=True)
         database = provision(raw)  # a throwaway database beside the named one, as the plugin does
         try:
+            servers[dialect_of(raw)] = server_version(database)
+            print(f"server: {servers[dialect_of(raw)]}")
             strategies = measure(database, rounds=args.rounds, warmup=max(10, args.rounds // 10))
             print(f"per test, in process, interleaved, median of {args.rounds} rounds:")
             print(_table(
@@ -70,10 +94,13 @@ def _bench(args: argparse.Namespace) -> int:
                 url = database.url.render_as_string(hide_password=False)
                 suites = run_suites(database.dialect, url, args.tests, repeat=args.repeat)
                 print(f"\n{args.tests} tests through pytest (and {2 * args.tests} for the slope), median of {args.repeat} runs:")
+                inline = next(s.per_test_ms for s in suites if s.suite == "inline savepoint recipe")
                 print(_table(
-                    ["suite", "loop", f"wall s ({args.tests})", "ms/test above no-db"],
+                    ["suite", "loop", f"wall s ({args.tests})", "ms/test above no-db", "x inline"],
                     [[s.suite, s.loop, f"{s.wall_s:.2f}",
-                      "-" if s.per_test_ms is None else f"{s.per_test_ms:.2f}"] for s in suites],
+                      "-" if s.per_test_ms is None else f"{s.per_test_ms:.2f}",
+                      "-" if s.per_test_ms is None or not inline else f"{s.per_test_ms / inline:.2f}"]
+                     for s in suites],
                 ))
             layers = breakdown(database, rounds=args.rounds) if database.dialect == "postgresql" else {}
             if layers:

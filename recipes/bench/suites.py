@@ -3,13 +3,14 @@
 Each suite is a fresh pytest process in a temporary project, run with N and with 2N tests; the
 difference of the two wall times over N, minus the same for tests with no database on the
 same loop scope, is what each further test costs a user of the strategy. Suites run
-interleaved, ``repeat`` times; medians reported.
+in a new random order in each of ``repeat`` rounds, after an untimed warm-up; medians reported.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -175,8 +176,12 @@ def run_suites(backend: str, url: str, tests: int, repeat: int = 3) -> list[Suit
     """
     suites = [s for s in SUITES if not s.needs or importlib.util.find_spec(s.needs)]
     walls: dict[tuple[Suite, int], list[float]] = {(s, n): [] for s in suites for n in (tests, 2 * tests)}
+    for suite in suites:  # warm-up, untimed: bytecode caches, the OS page cache, the server
+        _run_one(suite, url, min(tests, 20))
     for _ in range(repeat):
-        for suite, n in walls:
+        order = list(walls)
+        random.shuffle(order)  # interleaved: drift in the machine hits every suite alike
+        for suite, n in order:
             walls[(suite, n)].append(_run_one(suite, url, n))
     median = {key: statistics.median(values) for key, values in walls.items()}
     slope = {s: (median[(s, 2 * tests)] - median[(s, tests)]) / tests for s in suites}
