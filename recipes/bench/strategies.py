@@ -7,7 +7,6 @@ user and commit. Every strategy leaves the database empty; :func:`measure` check
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import random
 import statistics
@@ -145,6 +144,3 @@ def measure(database: TestDatabase, rounds: int = 300, warmup: int = 30) -> list
         for name, values in samples.items()
     ]
 
-
-def pytest_sqla_installed() -> bool:
-    return importlib.util.find_spec("pytest_sqla") is not None
