@@ -17,7 +17,10 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
-from ..databases import TestDatabase, dialect_of, mask, provision, resolve_urls
+from sqlalchemy import text
+
+from ..databases import TestDatabase, dialect_of, make_engine, mask, provision, resolve_urls
+from ..janitor import run_coroutine
 from .breakdown import breakdown
 from .strategies import measure
 from .suites import run_suites
@@ -45,11 +48,6 @@ def machine() -> dict[str, str | int]:
 
 def server_version(database: TestDatabase) -> str:
     """The database's own version string, for the record of what was measured."""
-    from sqlalchemy import text
-
-    from ..databases import make_engine
-    from ..janitor import run_coroutine
-
     query = "SELECT sqlite_version()" if database.dialect == "sqlite" else "SHOW server_version"
 
     async def ask() -> str:

@@ -60,29 +60,19 @@ async def session(engine):
         await transaction.rollback()
 """
 
-_TRUNCATE_CONFTEST = _INLINE_CONFTEST.split("@pytest_asyncio.fixture(loop_scope")[0] + """
-from sqlalchemy import text
+_ENGINE_CONFTEST = _INLINE_CONFTEST.split("@pytest_asyncio.fixture(loop_scope")[0]
+
+
+def _strategy_conftest(name: str) -> str:
+    """A conftest whose ``session`` fixture is one of :mod:`recipes.bench.strategies`, so the
+    suites measure exactly what the in-process table measures."""
+    return _ENGINE_CONFTEST + f"""
+from recipes.bench.strategies import {name} as strategy
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def session(engine):
-    async with AsyncSession(engine, expire_on_commit=False) as session:
+    async with strategy(engine) as session:
         yield session
-    async with engine.begin() as connection:
-        if engine.dialect.name == "postgresql":
-            await connection.execute(text("TRUNCATE users, posts RESTART IDENTITY CASCADE"))
-        else:
-            for table in reversed(Base.metadata.sorted_tables):
-                await connection.execute(table.delete())
-"""
-
-_DROP_CREATE_CONFTEST = _INLINE_CONFTEST.split("@pytest_asyncio.fixture(loop_scope")[0] + """
-@pytest_asyncio.fixture(loop_scope="session")
-async def session(engine):
-    async with AsyncSession(engine, expire_on_commit=False) as session:
-        yield session
-    async with engine.begin() as connection:
-        await connection.run_sync(Base.metadata.drop_all)
-        await connection.run_sync(Base.metadata.create_all)
 """
 
 
@@ -102,8 +92,8 @@ SUITES = [
     Suite("inline savepoint recipe", "session", "session", _INLINE_CONFTEST),
     Suite("recipes db_session", "function", "db_session", 'pytest_plugins = ["recipes.plugin"]\n'),
     Suite("recipes db_session", "session", "db_session", 'pytest_plugins = ["recipes.plugin"]\n'),
-    Suite("truncate", "session", "session", _TRUNCATE_CONFTEST),
-    Suite("drop + create", "session", "session", _DROP_CREATE_CONFTEST),
+    Suite("truncate", "session", "session", _strategy_conftest("truncate")),
+    Suite("drop + create", "session", "session", _strategy_conftest("drop_create")),
     Suite("pytest-sqla", "function", "sqla_async_session", "", "sqla", "pytest_sqla"),
     Suite("pytest-sqla", "session", "sqla_async_session", "", "sqla", "pytest_sqla"),
 ]
