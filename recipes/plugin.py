@@ -35,6 +35,7 @@ from sqlalchemy import URL, MetaData
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from .databases import (
+    ENV_URL,
     DatabaseConfigError,
     TestDatabase,
     create_schema,
@@ -57,7 +58,6 @@ __all__ = [
     "mock_session",
 ]
 
-ENV_URL = "RECIPES_DB_URL"
 _URLS = pytest.StashKey[list[str]]()
 _DATABASES = pytest.StashKey[dict[str, TestDatabase]]()
 _BROKEN = pytest.StashKey[dict[str, str]]()

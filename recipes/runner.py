@@ -11,6 +11,11 @@ the notebook's folder, one cell at a time, and fails a notebook when:
 - a recipe cell (metadata ``{"recipes": {"recipe": "module:qualname"}}``) differs from the
   source of that object: the notebook teaches exactly what ``recipes/`` ships.
 
+An exercise is a cell marked to fail that also carries ``{"recipes": {"exercise": FINGERPRINT}}``,
+the :func:`exercise_fingerprint` of its source as shipped. As shipped it must fail like any
+marked cell. Once a learner has edited it, it is theirs: passing is reported as solved, and
+failing as "not solved yet", with pytest's reason.
+
 :func:`execute_notebook` runs and checks one notebook; the command line
 (:mod:`recipes.__main__`) runs them all, prints the table and writes the executed copies to
 ``docs/chapters/``, where the documentation build reads them.
@@ -19,6 +24,7 @@ the notebook's folder, one cell at a time, and fails a notebook when:
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import importlib
 import inspect
 import os
@@ -37,6 +43,8 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from traitlets.config import Config
 
+from .databases import ENV_URL
+
 __all__ = [
     "NotebookResult",
     "RunnerError",
@@ -44,12 +52,12 @@ __all__ = [
     "check_recipe_cells",
     "default_notebooks",
     "execute_notebook",
+    "exercise_fingerprint",
 ]
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent  # a checkout: recipes/ beside notebooks/
 DOCS_CHAPTERS = PROJECT_ROOT / "docs" / "chapters"  # where the docs build reads executed chapters
 DEFAULT_TIMEOUT = 120
-ENV_URL = "RECIPES_DB_URL"
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 # pytest's last line, "1 failed, 2 passed in 0.31s", with or without the ==== around it
 _SUMMARY = re.compile(r"^=*\s*((?:\d+ [a-z]+(?:, )?)+) in [\d.]+s\b")
@@ -68,6 +76,7 @@ class NotebookResult:
     passed: int = 0
     seconds: float = 0.0
     problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
     output: Path | None = None
 
     @property
@@ -106,6 +115,16 @@ def _lines(source: str) -> list[str]:
     while lines and not lines[-1]:
         lines.pop()
     return lines
+
+
+def exercise_fingerprint(source: str) -> str:
+    """What ``recipes.exercise`` holds: a short hash of the cell's source, blank edges ignored."""
+    return hashlib.sha256("\n".join(_lines(source)).encode()).hexdigest()[:12]
+
+
+def _edited_exercise(cell: Any) -> bool:
+    shipped = _marks(cell).get("exercise")
+    return bool(shipped) and shipped != exercise_fingerprint(cell.source)
 
 
 def check_recipe_cells(path: str | Path) -> list[str]:
@@ -152,6 +171,8 @@ def check_notebook(path: str | Path) -> list[str]:
             problems.append(f"cell {number}: tagged raises-exception, but no recipes.expect text")
         elif expect is not None and not tagged:
             problems.append(f"cell {number}: has recipes.expect but not the raises-exception tag")
+        if _marks(cell).get("exercise") and not tagged:
+            problems.append(f"cell {number}: an exercise must be marked to fail until it is solved")
     return problems
 
 
@@ -180,6 +201,21 @@ def _passed(cell: Any) -> int:
     return total
 
 
+def _reason(error: Any, text: str) -> str:
+    # An ipytest failure says only "exit_code 1"; pytest's FAILED/ERROR lines say why.
+    reasons = [line for line in text.splitlines() if line.startswith(("FAILED ", "ERROR "))]
+    return "; ".join(reasons[:3]) or f"{error.ename}: {error.evalue}".splitlines()[0]
+
+
+def _check_exercise(cell: Any, number: int, result: NotebookResult) -> None:
+    """An exercise the learner edited: solved when it passes, else not solved yet."""
+    error = next((o for o in cell.outputs if o.output_type == "error"), None)
+    if error is None:
+        result.notes.append(f"cell {number}: the exercise passes now: solved")
+    else:
+        result.problems.append(f"cell {number}: exercise not solved yet: {_reason(error, _text(cell))}")
+
+
 def _check_cell(cell: Any, number: int) -> tuple[str | None, bool]:
     """(problem, fatal): a fatal problem is an unexpected error, after which the run stops."""
     error = next((o for o in cell.outputs if o.output_type == "error"), None)
@@ -188,10 +224,7 @@ def _check_cell(cell: Any, number: int) -> tuple[str | None, bool]:
     if expect is None:
         if error is None:
             return None, False
-        # An ipytest failure says only "exit_code 1"; pytest's FAILED/ERROR lines say why.
-        reasons = [line for line in text.splitlines() if line.startswith(("FAILED ", "ERROR "))]
-        detail = "; ".join(reasons[:3]) or f"{error.ename}: {error.evalue}".splitlines()[0]
-        return f"cell {number}: unexpected error: {detail}", True
+        return f"cell {number}: unexpected error: {_reason(error, text)}", True
     if error is None:
         return f"cell {number}: marked to fail with {expect!r}, but it ran without error", False
     if str(expect) not in text:
@@ -220,6 +253,9 @@ async def _execute(client: NotebookClient, result: NotebookResult, env: dict[str
                 result.problems.append(f"cell {index + 1}: the kernel died")
                 return
             result.passed += _passed(cell)
+            if _edited_exercise(cell):
+                _check_exercise(cell, index + 1, result)
+                continue
             problem, fatal = _check_cell(cell, index + 1)
             if problem:
                 result.problems.append(problem)

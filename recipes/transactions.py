@@ -56,9 +56,8 @@ class LeakedOperationWarning(UserWarning):
 async def rollback_transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     """Yield a connection inside an outer transaction that is rolled back on exit.
 
-    If the rollback itself fails (a query task the test left running, a cancelled query),
-    the connection is invalidated instead: the server discards the transaction with the
-    connection, and no broken connection goes back to the pool for the next test.
+    A connection whose rollback fails (a query the test left running, a cancelled query) is
+    discarded instead: the server drops the transaction with it, and no pool reuses it.
     """
     connection = await engine.connect()
     transaction = await connection.begin()
@@ -69,18 +68,23 @@ async def rollback_transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnec
             if transaction.is_active:
                 await transaction.rollback()
         except Exception as exc:
-            warnings.warn(
-                f"the test left its connection busy ({type(exc).__name__}); it was discarded",
-                LeakedOperationWarning,
-                stacklevel=2,
-            )
-            await connection.invalidate()
-        discarded = connection.invalidated
+            await _discard(connection, exc)
         await connection.close()
-        if discarded and engine.dialect.name == "sqlite":
-            # A cancelled aiosqlite query leaves its connection closed but alive ("zombie")
-            # until its last statement is freed, and with it the write lock the next test needs.
-            gc.collect()
+
+
+async def _discard(connection: AsyncConnection, exc: Exception) -> None:
+    """Invalidate a connection whose rollback failed, and warn that the test left it busy."""
+    warnings.warn(
+        f"the test left its connection busy ({type(exc).__name__}); it was discarded",
+        LeakedOperationWarning,
+        stacklevel=3,
+    )
+    await connection.invalidate()
+    await connection.close()
+    if connection.dialect.name == "sqlite":
+        # A cancelled aiosqlite query leaves its connection closed but alive ("zombie")
+        # until its last statement is freed, and with it the write lock the next test needs.
+        gc.collect()
 
 
 def bind_sessionmaker(connection: AsyncConnection) -> async_sessionmaker[AsyncSession]:

@@ -17,7 +17,6 @@ import statistics
 import time
 from collections.abc import Awaitable, Callable
 
-import asyncpg
 from sqlalchemy import insert
 
 from ..databases import TestDatabase, create_schema
@@ -30,6 +29,8 @@ __all__ = ["breakdown"]
 
 
 async def _layers(database: TestDatabase, rounds: int) -> dict[str, float]:
+    import asyncpg  # PostgreSQL only: the bench runs on SQLite without the postgres extra
+
     dsn = database.url.set(drivername="postgresql").render_as_string(hide_password=False)
     raw = await asyncpg.connect(dsn)
     engine = loop_engine(database.url)
