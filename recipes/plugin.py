@@ -41,6 +41,7 @@ from .databases import (
     create_schema,
     describe,
     dialect_of,
+    driver_of,
     make_engine,
     provision,
     resolve_urls,
@@ -136,9 +137,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def _ids(urls: list[str]) -> list[str]:
+    """Test ids by dialect (``sqlite``, ``postgresql``); by dialect and driver where one dialect
+    comes twice (``postgresql+asyncpg``, ``postgresql+psycopg``); numbered if still the same."""
+    names = [dialect_of(raw) for raw in urls]
+    names = [
+        f"{name}+{driver_of(raw)}" if names.count(name) > 1 else name
+        for name, raw in zip(names, urls)
+    ]
     ids: list[str] = []
-    for raw in urls:
-        name = dialect_of(raw)
+    for name in names:
         ids.append(name if name not in ids else f"{name}-{sum(i.startswith(name) for i in ids) + 1}")
     return ids
 

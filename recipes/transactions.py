@@ -69,7 +69,12 @@ async def rollback_transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnec
                 await transaction.rollback()
         except Exception as exc:
             await _discard(connection, exc)
+        discarded = connection.invalidated
         await connection.close()
+        if discarded and engine.dialect.name == "sqlite":
+            # A cancelled aiosqlite query leaves its connection closed but alive ("zombie")
+            # until its last statement is freed, and with it the write lock the next test needs.
+            gc.collect()  # here, not in the except block, whose exception still holds it
 
 
 async def _discard(connection: AsyncConnection, exc: Exception) -> None:
@@ -80,11 +85,6 @@ async def _discard(connection: AsyncConnection, exc: Exception) -> None:
         stacklevel=3,
     )
     await connection.invalidate()
-    await connection.close()
-    if connection.dialect.name == "sqlite":
-        # A cancelled aiosqlite query leaves its connection closed but alive ("zombie")
-        # until its last statement is freed, and with it the write lock the next test needs.
-        gc.collect()
 
 
 def bind_sessionmaker(connection: AsyncConnection) -> async_sessionmaker[AsyncSession]:

@@ -108,6 +108,35 @@ def test_several_urls_parametrize_every_database_test_by_dialect(run_pytest, pyt
     )
 
 
+def test_both_postgresql_drivers_run_side_by_side_with_ids_by_driver(run_pytest, pytester, pg_server_url):
+    """asyncpg and psycopg 3 on one server, and plain postgresql://, which SQLAlchemy 2.1 reads
+    as psycopg: each gets a test database of its own, and the ids name the driver."""
+    pytester.makepyfile(
+        """
+        import pytest
+        from recipes.demo.service import count_users, register_user
+
+        @pytest.mark.asyncio
+        async def test_commits_inside_the_test(db_session):
+            await register_user(db_session, "ada@example.com")
+            assert await count_users(db_session) == 1
+        """
+    )
+    asyncpg = _pg(pg_server_url.set(drivername="postgresql+asyncpg"))
+    psycopg = _pg(pg_server_url.set(drivername="postgresql+psycopg"))
+    plain = _pg(pg_server_url.set(drivername="postgresql"))
+    result = run_pytest("-v", "--db-url", asyncpg, "--db-url", psycopg, "--db-url", plain)
+
+    result.assert_outcomes(passed=3)
+    result.stdout.fnmatch_lines_random(
+        [
+            "*test_commits_inside_the_test[[]postgresql+asyncpg[]] PASSED*",
+            "*test_commits_inside_the_test[[]postgresql+psycopg[]] PASSED*",
+            "*test_commits_inside_the_test[[]postgresql+psycopg-2[]] PASSED*",
+        ]
+    )
+
+
 def test_the_report_header_names_the_databases_and_masks_the_password(run_pytest, pytester, pg_server_url):
     with_password = _pg(pg_server_url.set(password="hunter2"))  # trust auth ignores it
     pytester.makepyfile(

@@ -150,3 +150,68 @@ def test_failure_marks_come_in_pairs_and_recipes_must_import(tmp_path: Path) -> 
         "cell 1: tagged raises-exception, but no recipes.expect text",
         "cell 2: has recipes.expect but not the raises-exception tag",
     ]
+
+
+def _exercise_notebook(path: Path, source: str, shipped: str) -> Path:
+    """A notebook whose exercise cell was shipped as ``shipped`` and now reads ``source``."""
+    from recipes.runner import exercise_fingerprint
+
+    marks = {"expect": "ZeroDivisionError", "exercise": exercise_fingerprint(shipped)}
+    cell = new_code_cell(source, metadata={"tags": ["raises-exception"], "recipes": marks})
+    nbformat.write(new_notebook(cells=[cell]), path)
+    return path
+
+
+@pytest.mark.notebooks
+def test_an_exercise_as_shipped_must_fail_for_its_reason(tmp_path: Path) -> None:
+    shipped = "1 / 0  # Exercise: make it 1 / 1"
+    failing = execute_notebook(_exercise_notebook(tmp_path / "a.ipynb", shipped, shipped))
+    # The fingerprint ignores blank lines around the source, so a stray newline changes nothing.
+    passing = execute_notebook(_exercise_notebook(tmp_path / "b.ipynb", "\n1 + 1\n", "1 + 1"))
+
+    assert (failing.ok, failing.notes) == (True, [])
+    assert passing.problems == ["cell 1: marked to fail with 'ZeroDivisionError', but it ran without error"]
+
+
+@pytest.mark.notebooks
+def test_an_exercise_the_learner_solved_is_reported_as_solved(tmp_path: Path) -> None:
+    notebook = _exercise_notebook(tmp_path / "solved.ipynb", "1 / 1", shipped="1 / 0")
+    done = run_cli(str(notebook), "--output-dir", str(tmp_path / "out"))
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "solved.ipynb: cell 1: the exercise passes now: solved" in done.stdout
+    assert "marked to fail" not in done.stdout
+
+
+@pytest.mark.notebooks
+def test_an_exercise_the_learner_is_still_working_on_says_so(tmp_path: Path) -> None:
+    result = execute_notebook(_exercise_notebook(tmp_path / "wip.ipynb", "{}['x']", shipped="1 / 0"))
+
+    assert result.problems == ["cell 1: exercise not solved yet: KeyError: 'x'"]
+
+
+def test_an_exercise_must_be_marked_to_fail(tmp_path: Path) -> None:
+    cell = new_code_cell("1 / 0", metadata={"recipes": {"exercise": "0123456789ab"}})
+    path = tmp_path / "unmarked.ipynb"
+    nbformat.write(new_notebook(cells=[cell]), path)
+
+    assert check_notebook(path) == ["cell 1: an exercise must be marked to fail until it is solved"]
+
+
+def test_commands_import_only_what_they_need() -> None:
+    """--help and bench work without the notebooks extra; run says which extra it needs."""
+    blocked = "import sys; sys.modules['nbformat'] = None; from recipes.__main__ import main; "
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        code = blocked + f"sys.exit(main({list(args)!r}))"
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+
+    helped, bench, run = cli("--help"), cli("bench", "--help"), cli("run")
+
+    assert helped.returncode == 0 and "bench" in helped.stdout, helped.stderr
+    assert bench.returncode == 0 and "--db-url" in bench.stdout, bench.stderr
+    assert run.returncode == 2
+    assert run.stderr.strip().splitlines() == [
+        "recipes: the run command needs Jupyter's kernel tools (nbformat is not installed): "
+        'pip install "testing-async-sqlalchemy[notebooks]"'
+    ]

