@@ -21,6 +21,10 @@ Pitfalls:
   ``assert_awaited_once()`` for async methods.
 - ``side_effect`` wins over ``return_value``; a list of side effects raises
   ``StopAsyncIteration`` once it runs out.
+- :func:`result_of` uses ``sqlalchemy.engine.result.SimpleResultMetaData``, which is not in
+  SQLAlchemy's documented API: SQLAlchemy has no public way to build a Result without a
+  cursor. It is the class SQLAlchemy builds its own cursor-less results with, and
+  ``tests/test_mocks.py`` fails on the first release that changes it.
 """
 
 from __future__ import annotations

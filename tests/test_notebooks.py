@@ -8,25 +8,39 @@ slow part with ``-m "not notebooks"``.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import nbformat
 import pytest
 
 from recipes import plugin
-from recipes.databases import dialect_of
-from recipes.runner import PROJECT_ROOT, check_notebook, execute_notebook
+from recipes.databases import dialect_of, driver_of
+from recipes.runner import PROJECT_ROOT, check_notebook, execute_notebook, exercise_fingerprint
 
 CHAPTERS = sorted((PROJECT_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 by_chapter = pytest.mark.parametrize("chapter", CHAPTERS, ids=[path.stem for path in CHAPTERS])
 
 
+MAX_CELL_LINES = 25  # a cell shows one idea; a longer one is split
+DOCS = PROJECT_ROOT / "docs"
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     # The raw URLs the plugin resolved for this run; "embedded-postgres" stays a name, and each
-    # kernel provisions its own database from it.
+    # kernel provisions its own database from it. One URL per dialect: the chapters teach
+    # asyncpg, whose messages they quote, so a second PostgreSQL driver does not run them.
     if "chapter_db_url" in metafunc.fixturenames:
-        urls = metafunc.config.stash[plugin._URLS]
-        metafunc.parametrize("chapter_db_url", urls, ids=[dialect_of(url) for url in urls])
+        by_dialect: dict[str, str] = {}
+        for url in metafunc.config.stash[plugin._URLS]:
+            if dialect_of(url) not in by_dialect or driver_of(url) == "asyncpg":
+                by_dialect[dialect_of(url)] = url
+        metafunc.parametrize("chapter_db_url", list(by_dialect.values()), ids=list(by_dialect))
+
+
+def _cells(chapter: Path, kind: str) -> list[tuple[int, str]]:
+    cells = nbformat.read(chapter, as_version=4).cells
+    return [(n, cell.source) for n, cell in enumerate(cells, start=1) if cell.cell_type == kind]
 
 
 @by_chapter
@@ -44,6 +58,48 @@ def test_stored_without_outputs(chapter: Path) -> None:
 @by_chapter
 def test_recipe_cells_match_recipes_and_failure_marks_are_complete(chapter: Path) -> None:
     assert check_notebook(chapter) == []
+
+
+@by_chapter
+def test_code_cells_show_one_idea_each(chapter: Path) -> None:
+    long = [(n, len(src.strip().splitlines())) for n, src in _cells(chapter, "code")
+            if len(src.strip().splitlines()) > MAX_CELL_LINES]
+    assert not long, f"(cell, lines) over {MAX_CELL_LINES} lines: {long}; split them"
+
+
+@by_chapter
+def test_cross_references_lead_somewhere(chapter: Path) -> None:
+    """Every chapter a chapter mentions exists, and every page it links to is in docs/."""
+    numbers = {path.name[:2] for path in CHAPTERS}
+    text = "\n".join(src for _, src in _cells(chapter, "markdown") + _cells(chapter, "code"))
+    # "chapter 04", "chapters 03 and 05", "chapters 00 to 02"
+    mentioned = set(re.findall(r"\b[Cc]hapters? (\d\d)\b", text))
+    mentioned |= set(re.findall(r"\b[Cc]hapters \d\d(?:, \d\d)* (?:and|to|or) (\d\d)\b", text))
+    assert mentioned <= numbers, f"chapters {sorted(mentioned - numbers)} do not exist"
+    pages = re.findall(r"\]\((\.\./[^)#\s]+\.md)(?:#[^)]*)?\)", text)
+    missing = [page for page in pages if not (DOCS / "chapters" / page).resolve().is_file()]
+    assert not missing, f"links to missing pages: {missing}"
+
+
+@by_chapter
+def test_the_chapter_uses_the_shared_helpers_instead_of_pasting_them(chapter: Path) -> None:
+    code = "\n".join(src for _, src in _cells(chapter, "code"))
+    for pasted in ("def postgres_url(", "def unique_violation(", "PYTEST_OPTIONS", "gc.collect("):
+        assert pasted not in code, f"{pasted!r}: use recipes.notebook instead"
+
+
+@by_chapter
+def test_the_exercise_is_marked_as_shipped(chapter: Path) -> None:
+    """The exercise's fingerprint is that of its source, so that the runner can tell a learner's
+    edit (solved, or not yet) from the shipped exercise (which must fail)."""
+    cells = nbformat.read(chapter, as_version=4).cells
+    exercises = [(n, c) for n, c in enumerate(cells, 1) if c.metadata.get("recipes", {}).get("exercise")]
+    assert exercises, "every chapter has an exercise; mark it with recipes.exercise"
+    for number, cell in exercises:
+        expected = exercise_fingerprint(cell.source)
+        assert cell.metadata["recipes"]["exercise"] == expected, (
+            f"cell {number} changed: set its recipes.exercise to {expected!r}"
+        )
 
 
 @pytest.mark.notebooks
