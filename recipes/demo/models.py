@@ -1,7 +1,8 @@
 """Typed SQLAlchemy 2.x models of the demo domain: users and the posts they write.
 
 The constraints are the point: a unique, length-limited email; a post's author is a foreign
-key; a post's title may not be null; a post's like count may not be negative (CHECK).
+key; a post's title may not be null; a post's like count may not be negative (CHECK). An admin
+is a user with ``is_admin`` set.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ class User(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     email: Mapped[str] = mapped_column(String(EMAIL_MAX_LENGTH), unique=True)
     name: Mapped[str] = mapped_column(String(80))
+    is_admin: Mapped[bool] = mapped_column(default=False)
     posts: Mapped[list[Post]] = relationship(back_populates="author", cascade="all, delete-orphan")
 
     def __repr__(self) -> str:
