@@ -178,6 +178,7 @@ def create_test_database(url: URL) -> tuple[URL, Callable[[], None]]:
                 await connection.execute(text(f"DROP DATABASE IF EXISTS {quote(name)} WITH (FORCE)"))
         finally:
             await engine.dispose()
+        _CREATED.discard((_where(url), name))  # the name is free again for this process
 
     with _server_errors(url):
         run_coroutine(create)
