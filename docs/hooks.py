@@ -4,13 +4,20 @@ links from a chapter to the recipe pages that resolve (a missing page fails the 
 The repository is named once, as ``extra.repo_slug`` ("owner/name") in ``mkdocs.yml``; this
 hook derives the repository link and the Binder links from it. The download link points at
 the copy of the executed notebook that mkdocs-jupyter's ``include_source`` puts beside the page.
+
+It also renders the tables of ``benchmark.md`` from ``docs/bench/results.json`` (what
+``python -m recipes bench --json`` writes): each ``<!-- bench:NAME -->`` there becomes a table
+(``machine``: the line saying what the run was measured on), so the page carries no copy of the
+figures.
 """
 
 from __future__ import annotations
 
 import html
+import json
 import posixpath
 import re
+from pathlib import Path
 from typing import Any
 
 from mkdocs.config.defaults import MkDocsConfig
@@ -18,7 +25,7 @@ from mkdocs.exceptions import PluginError
 from mkdocs.structure.files import Files
 from mkdocs.structure.pages import Page
 
-__all__ = ["on_config", "on_page_content"]
+__all__ = ["on_config", "on_page_content", "on_page_markdown"]
 
 BINDER = "https://mybinder.org/v2/gh/{slug}/HEAD?urlpath=lab/tree/notebooks/{name}"
 _SLUG = re.compile(r"[\w.-]+/[\w.-]+")
@@ -63,3 +70,111 @@ def on_page_content(content: str, page: Page, config: MkDocsConfig, files: Files
     download = f'<a class="md-button" href="{html.escape(name)}" download>Download the notebook</a>'
     links = f'<p class="chapter-links">{launch} {download}</p>\n'
     return links + content
+
+
+# -- benchmark.md: tables rendered from docs/bench/results.json at build time ----------------
+
+# One figure counts as larger than another only if it is at least SPREAD times the other: the
+# widest run-to-run change of one ratio seen on one machine (db_session over the inline recipe,
+# in process: 0.68 to 1.10). Closer figures are "within noise"; benchmark.md says so.
+SPREAD = 1.6
+_BENCH = re.compile(r"<!-- bench:(\w+) -->")
+
+
+def _table(headers: list[str], rows: list[list[str]], align: str) -> str:
+    """A Markdown table; ``align`` has an l or r per column."""
+    rule = ["---:" if side == "r" else "---" for side in align]
+    return "\n".join("| " + " | ".join(line) + " |" for line in [headers, rule, *rows])
+
+
+def _compared(value: float, base: float) -> list[str]:
+    """[the ratio, more / less / within noise]."""
+    ratio = value / base
+    return [f"{ratio:.2f}", "more" if ratio >= SPREAD else "less" if ratio <= 1 / SPREAD
+            else "within noise"]
+
+
+def _target(low: float, high: float) -> str:
+    """A target that wants ``low <= high``: met or not met only SPREAD times clear of it."""
+    if low * SPREAD <= high:
+        return "met"
+    return "not met" if low >= high * SPREAD else "not shown: within noise of the target"
+
+
+def _verdicts(b: str, figures: dict[str, Any]) -> tuple[list[list[str]], list[list[str]]]:
+    """The comparisons and the targets of one database, as table rows."""
+    ms = {r["strategy"][-2]: r["median_ms"] for r in figures["strategies"]}  # "... (a)" -> "a"
+    suite = {(r["suite"], r["loop"]): r["per_test_ms"] for r in figures["suites"]}
+    names = {"b": "db_session (b)", "c": "truncate (c)", "d": "drop + create (d)"}
+    comparisons = [
+        [b, f"{name} against the inline recipe (a), in process", *_compared(ms[key], ms["a"])]
+        for key, name in names.items()
+    ]
+    targets = [
+        [b, "db_session (b) at most 1.25 times the inline recipe (a), in process",
+         f"{ms['b'] / ms['a']:.2f}", _target(ms["b"] / ms["a"], 1.25)],
+        [b, "drop + create (d) at least 5 times db_session (b), in process",
+         f"{ms['d'] / ms['b']:.2f}", _target(5, ms["d"] / ms["b"])],
+    ]
+    ours = {loop: suite.get(("recipes db_session", loop)) for loop in ("function", "session")}
+    if None not in ours.values():
+        comparisons.append([b, "db_session, function loop against session loop, pytest",
+                            *_compared(ours["function"], ours["session"])])
+    for loop, mine in ours.items():
+        peer = suite.get(("pytest-sqla", loop))
+        if mine is not None and peer is not None:
+            comparisons.append([b, f"db_session against pytest-sqla, {loop} loop, pytest",
+                                *_compared(mine, peer)])
+            targets.append([b, f"db_session no slower than pytest-sqla, {loop} loop, pytest",
+                            f"{mine:.2f} ms, {peer:.2f} ms", _target(mine, peer)])
+        if mine is not None:
+            targets.append([b, f"db_session at most 2 ms per test, {loop} loop, pytest",
+                            f"{mine:.2f} ms", _target(mine, 2)])
+    return comparisons, targets
+
+
+def _bench_blocks(results: dict[str, Any]) -> dict[str, str]:
+    machine, backends = results["machine"], results["backends"]
+    verdicts = [_verdicts(b, figures) for b, figures in backends.items()]
+    rounds = {b: f["strategies"][0]["samples"] for b, f in backends.items()}
+    return {
+        "machine": f"{machine['cpu']}, {machine['cores']} cores, Python {machine['python']}, "
+        f"{machine['system']}; {', '.join(machine.get('databases', {}).values())}. In process: "
+        + ", ".join(f"{n} rounds on {b}" for b, n in rounds.items())
+        + f". Through pytest: suites of {results['tests']} tests.",
+        "strategies": _table(
+            ["database", "strategy", "ms per test (median)", "x (a)"],
+            [[b, r["strategy"], f"{r['median_ms']:.2f}", f"{r['ratio']:.2f}"]
+             for b, f in backends.items() for r in f["strategies"]], "llrr"),
+        "suites": _table(
+            ["database", "suite", "loop", "wall s", "ms per test above no database"],
+            [[b, r["suite"], r["loop"], f"{r['wall_s']:.2f}",
+              "-" if r["per_test_ms"] is None else f"{r['per_test_ms']:.2f}"]
+             for b, f in backends.items() for r in f["suites"]], "lllrr"),
+        "breakdown": _table(
+            ["database", "layer", "ms (median)"],
+            [[b, layer, f"{ms:.2f}"]
+             for b, f in backends.items() for layer, ms in f["breakdown"].items()], "llr"),
+        "comparisons": _table(["database", "comparison", "ratio", "verdict"],
+                              [row for rows, _ in verdicts for row in rows], "llrl"),
+        "targets": _table(["database", "target", "this run", "verdict"],
+                          [row for _, rows in verdicts for row in rows], "llrl"),
+    }
+
+
+def on_page_markdown(markdown: str, page: Page, config: MkDocsConfig, **_: Any) -> str:
+    if page.file.src_uri != "benchmark.md":
+        return markdown
+    source = Path(config.docs_dir) / "bench" / "results.json"
+    try:
+        blocks = _bench_blocks(json.loads(source.read_text()))
+    except (OSError, ValueError, LookupError) as exc:
+        detail = f"{type(exc).__name__}: {exc}"
+        raise PluginError(f"benchmark.md: cannot read {source} ({detail})") from None
+
+    def render(match: re.Match[str]) -> str:
+        if match[1] not in blocks:
+            raise PluginError(f"benchmark.md: no table {match[1]!r}; there are {', '.join(blocks)}")
+        return blocks[match[1]]
+
+    return _BENCH.sub(render, markdown)
