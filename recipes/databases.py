@@ -40,10 +40,10 @@ from .janitor import (
     EMBEDDED_POSTGRES,
     DatabaseConfigError,
     create_test_database,
+    numbered_name,
     process_alive,
     run_coroutine,
     start_embedded,
-    throwaway_name,
 )
 from .sqlite import enable_sqlite_fixes
 
@@ -61,6 +61,7 @@ __all__ = [
     "mask",
     "provision",
     "resolve_urls",
+    "same_database_numbers",
     "validate_url",
 ]
 
@@ -160,7 +161,7 @@ def driver_of(raw: str) -> str:
     return "asyncpg" if raw == EMBEDDED_POSTGRES else make_url(raw).get_driver_name()
 
 
-def describe(raw: str) -> str:
+def describe(raw: str, number: int = 1) -> str:
     """One line for the report header: what the URL names and where the tests run."""
     if raw == EMBEDDED_POSTGRES:
         return "embedded-postgres (a PostgreSQL server started for this run)"
@@ -170,7 +171,7 @@ def describe(raw: str) -> str:
         if _is_memory(url):
             return f"{shown} (a throwaway SQLite database in memory)"
         return f"{shown} (tests run in {_sqlite_test_path(url).name} beside it)"
-    return f"{shown} (tests run in database {throwaway_name(url.database or 'postgres')})"
+    return f"{shown} (tests run in database {numbered_name(url.database or 'postgres', number)})"
 
 
 def make_engine(url: URL | str, **kwargs: Any) -> AsyncEngine:
@@ -202,8 +203,24 @@ class TestDatabase:
             self._cleanups.pop()()
 
 
-def provision(raw: str) -> TestDatabase:
-    """Create the test database for a configured URL (see the module docstring)."""
+def same_database_numbers(urls: list[str]) -> list[int]:
+    """For each URL, 1 + how many URLs before it name the same server database (the same
+    database through two drivers): their test databases are numbered apart."""
+    seen: list[tuple[Any, ...]] = []
+    numbers = []
+    for raw in urls:
+        url = None if raw == EMBEDDED_POSTGRES else make_url(raw)
+        key = (raw,) if url is None or url.get_backend_name() == "sqlite" else (
+            url.host, url.port, url.query.get("host"), url.database
+        )
+        numbers.append(1 + seen.count(key))
+        seen.append(key)
+    return numbers
+
+
+def provision(raw: str, number: int = 1) -> TestDatabase:
+    """Create the test database for a configured URL (see the module docstring); ``number``
+    from :func:`same_database_numbers`."""
     validate_url(raw)
     if raw == EMBEDDED_POSTGRES:
         server_url, stop = start_embedded()
@@ -219,7 +236,7 @@ def provision(raw: str) -> TestDatabase:
     if url.get_backend_name() == "sqlite":
         return _provision_sqlite(raw, url)
     database = TestDatabase(raw, url)
-    database.url, drop = create_test_database(url)
+    database.url, drop = create_test_database(url, number)
     database._cleanups.append(drop)
     return database
 

@@ -33,7 +33,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
-__all__ = ["DatabaseConfigError", "create_test_database", "process_alive", "run_coroutine", "start_embedded", "throwaway_name"]
+__all__ = ["DatabaseConfigError", "create_test_database", "numbered_name", "process_alive", "run_coroutine", "start_embedded", "throwaway_name"]
 
 EMBEDDED_POSTGRES = "embedded-postgres"
 _MARK = "recipes test database"
@@ -125,24 +125,19 @@ def _server_errors(url: URL) -> Iterator[None]:
         raise DatabaseConfigError(message) from None
 
 
-_CREATED: set[tuple[str, str]] = set()  # (server, database) created by this process
+def numbered_name(name: str, number: int = 1) -> str:
+    """:func:`throwaway_name`, with ``_<number>`` from 2 on: for the second URL of one run that
+    names the same database (through another driver, say)."""
+    base = throwaway_name(name)
+    return base if number == 1 else f"{base[: 63 - len(str(number)) - 1]}_{number}"
 
 
-def _fresh_name(url: URL) -> str:
-    """``throwaway_name``, numbered when this process already made one of that name there (two
-    URLs naming one database, for example through the asyncpg and the psycopg driver)."""
-    base = name = throwaway_name(url.database or "postgres")
-    number = 1
-    while (_where(url), name) in _CREATED:
-        number += 1
-        name = f"{base[: 63 - len(str(number)) - 1]}_{number}"
-    _CREATED.add((_where(url), name))
-    return name
+def create_test_database(url: URL, number: int = 1) -> tuple[URL, Callable[[], None]]:
+    """Create the throwaway database beside the one ``url`` names; return its URL and a drop.
 
-
-def create_test_database(url: URL) -> tuple[URL, Callable[[], None]]:
-    """Create the throwaway database beside the one ``url`` names; return its URL and a drop."""
-    name = _fresh_name(url)
+    ``number`` tells apart several URLs of one run that name the same database.
+    """
+    name = numbered_name(url.database or "postgres", number)
     admin = url.set(database=url.database or "postgres")
 
     async def create() -> None:
@@ -178,7 +173,6 @@ def create_test_database(url: URL) -> tuple[URL, Callable[[], None]]:
                 await connection.execute(text(f"DROP DATABASE IF EXISTS {quote(name)} WITH (FORCE)"))
         finally:
             await engine.dispose()
-        _CREATED.discard((_where(url), name))  # the name is free again for this process
 
     with _server_errors(url):
         run_coroutine(create)

@@ -7,7 +7,8 @@ is a user with ``is_admin`` set.
 
 from __future__ import annotations
 
-from sqlalchemy import CheckConstraint, ForeignKey, String, Text
+from sqlalchemy import CheckConstraint, ForeignKey, String, Text, false
+from sqlalchemy.ext.asyncio import AsyncAttrs
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 __all__ = ["Base", "Post", "User", "EMAIL_MAX_LENGTH", "TITLE_MAX_LENGTH"]
@@ -16,8 +17,9 @@ EMAIL_MAX_LENGTH = 64
 TITLE_MAX_LENGTH = 120
 
 
-class Base(DeclarativeBase):
-    """Declarative base of the demo domain; ``Base.metadata`` holds every table."""
+class Base(AsyncAttrs, DeclarativeBase):
+    """Declarative base of the demo domain; ``Base.metadata`` holds every table. ``AsyncAttrs``
+    gives every model ``awaitable_attrs``: ``await user.awaitable_attrs.posts``."""
 
 
 class User(Base):
@@ -26,7 +28,8 @@ class User(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     email: Mapped[str] = mapped_column(String(EMAIL_MAX_LENGTH), unique=True)
     name: Mapped[str] = mapped_column(String(80))
-    is_admin: Mapped[bool] = mapped_column(default=False)
+    # server_default too: rows inserted with plain SQL (fixtures, migrations) are not admins
+    is_admin: Mapped[bool] = mapped_column(default=False, server_default=false())
     posts: Mapped[list[Post]] = relationship(back_populates="author", cascade="all, delete-orphan")
 
     def __repr__(self) -> str:
