@@ -8,6 +8,11 @@ Each module is one recipe, short enough to read in one sitting and to copy into 
 - :mod:`recipes.sqlite`: the fixes every SQLite engine needs before it can roll back.
 - :mod:`recipes.transactions`: the per-test transaction that rolls back whatever the code commits.
 - :mod:`recipes.mocks`: a mock AsyncSession whose query results behave like real ones.
+- :mod:`recipes.factories`: factory_boy and polyfactory factories that flush into the test's session.
+- :mod:`recipes.constraints`: assert which constraint a block violates, in a savepoint so the test goes on.
+- :mod:`recipes.migrations`: Alembic migration tests, async, on the test database (one head,
+  stairway, drift, data migrations).
+- :mod:`recipes.queries`: the statements a block sends, a limit on them, and lazy loads that fail loudly.
 
 :mod:`recipes.plugin` wires them into pytest: ``pytest_plugins = ["recipes.plugin"]``.
 :mod:`recipes.demo` is the small application the chapters and tests exercise; it imports no recipe.
