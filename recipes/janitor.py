@@ -128,8 +128,8 @@ def _server_errors(url: URL) -> Iterator[None]:
 def numbered_name(name: str, number: int = 1) -> str:
     """:func:`throwaway_name`, with ``_<number>`` from 2 on: for the second URL of one run that
     names the same database (through another driver, say)."""
-    base = throwaway_name(name)
-    return base if number == 1 else f"{base[: 63 - len(str(number)) - 1]}_{number}"
+    suffix = f"_test_{os.getpid()}" + ("" if number == 1 else f"_{number}")
+    return name[: 63 - len(suffix)] + suffix  # PostgreSQL's 63 bytes: the name gives way
 
 
 def create_test_database(url: URL, number: int = 1) -> tuple[URL, Callable[[], None]]:

@@ -105,12 +105,29 @@ async def run_alembic(
     def run(sync_connection: Connection) -> None:
         config.attributes["connection"] = sync_connection
         try:
-            with _refuse_other_connections(sync_connection):
+            with _url_of(config, sync_connection), _refuse_other_connections(sync_connection):
                 alembic_command(config, *args)
         finally:
             del config.attributes["connection"]
 
     await connection.run_sync(run)
+
+
+@contextmanager
+def _url_of(config: Config, connection: Connection) -> Iterator[None]:
+    """While Alembic runs, ``sqlalchemy.url`` names the connection's database: an env.py that
+    ignores the connection and reads the ini's URL reaches the test database, never the one
+    the ini names."""
+    named = config.get_main_option("sqlalchemy.url")
+    url = connection.engine.url.render_as_string(hide_password=False)
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))  # ini interpolation
+    try:
+        yield
+    finally:
+        if named is None:
+            config.remove_main_option("sqlalchemy.url")
+        else:
+            config.set_main_option("sqlalchemy.url", named.replace("%", "%%"))
 
 
 @contextmanager
@@ -135,8 +152,8 @@ def _refuse_other_connections(connection: Connection) -> Iterator[None]:
         event.remove(connection, "before_cursor_execute", record)
     if not statements:  # env.py connected elsewhere: to which database?
         raise RuntimeError(
-            'env.py ran no statement on the connection in config.attributes["connection"]: '
-            "it must run the migrations on it (it may have run them on another database)"
+            'env.py ran no statement on config.attributes["connection"]: it must run the '
+            "migrations on it (while it ran, the ini's sqlalchemy.url named the test database)"
         )
 # --8<-- [end:run_alembic]
 

@@ -383,9 +383,30 @@ async def test_an_env_py_that_connects_elsewhere_is_refused(db_url, tmp_path, hi
         "        context.run_migrations()\n"
     )
 
-    with pytest.raises(RuntimeError, match=r"^env.py ran no statement on the connection in "):
+    with pytest.raises(RuntimeError, match=r"^env.py ran no statement on config.attributes\[\"connection\"\]: "):
         await upgrade(db_url, history.ini)
     assert elsewhere.exists()  # where the migrations went
+
+
+@pytest.mark.asyncio
+async def test_a_sync_env_py_from_the_template_never_touches_the_database_the_ini_names(db_url, tmp_path):
+    """alembic init's generic env.py ignores the connection handed in and connects to the ini's
+    sqlalchemy.url: while the recipe runs, that URL names the test database, not the user's."""
+    ini = tmp_path / "alembic.ini"
+    command.init(Config(ini, stdout=io.StringIO()), str(tmp_path / "migrations"), template="generic")
+    named = tmp_path / "real.db"
+    config = Config()  # as the ini would say, without its logging setup
+    config.set_main_option("script_location", str(tmp_path / "migrations"))
+    config.set_main_option("sqlalchemy.url", f"sqlite:///{named}")
+    revision = Config(ini, stdout=io.StringIO())
+    revision.set_main_option("script_location", str(tmp_path / "migrations"))
+    command.revision(revision, "t", rev_id="0001")
+
+    with pytest.raises(Exception):  # refused, or failed on the test database: either way not there
+        await upgrade(db_url, config)
+
+    assert not named.exists(), "the migrations reached the database the ini names"
+    assert config.get_main_option("sqlalchemy.url") == f"sqlite:///{named}"  # restored
 
 
 def test_a_missing_ini_file_is_one_line(tmp_path):

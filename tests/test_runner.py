@@ -190,11 +190,15 @@ def test_an_exercise_the_learner_is_still_working_on_says_so(tmp_path: Path) -> 
     assert result.problems == ["cell 1: exercise not solved yet: KeyError: 'x'"]
 
 
-def test_an_exercise_must_be_marked_to_fail(tmp_path: Path) -> None:
-    cell = new_code_cell("1 / 0", metadata={"recipes": {"exercise": "0123456789ab"}})
-    path = tmp_path / "unmarked.ipynb"
-    nbformat.write(new_notebook(cells=[cell]), path)
+def test_an_exercise_must_be_marked_to_fail_until_a_learner_edits_it(tmp_path: Path) -> None:
+    from recipes.runner import exercise_fingerprint
 
+    shipped = new_code_cell("1 / 0", metadata={"recipes": {"exercise": exercise_fingerprint("1 / 0")}})
+    solved = new_code_cell("1 / 1", metadata={"recipes": {"exercise": exercise_fingerprint("1 / 0")}})
+    path = tmp_path / "unmarked.ipynb"
+    nbformat.write(new_notebook(cells=[shipped, solved]), path)
+
+    # The shipped exercise needs its marks; the learner's, with the tag removed, is theirs.
     assert check_notebook(path) == ["cell 1: an exercise must be marked to fail until it is solved"]
 
 
