@@ -13,10 +13,12 @@ figures.
 
 from __future__ import annotations
 
+import hashlib
 import html
 import json
 import posixpath
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +26,9 @@ from mkdocs.config.defaults import MkDocsConfig
 from mkdocs.exceptions import PluginError
 from mkdocs.structure.files import Files
 from mkdocs.structure.pages import Page
+from mkdocs.structure.toc import get_toc
 
-__all__ = ["on_config", "on_page_content", "on_page_markdown"]
+__all__ = ["on_config", "on_page_content", "on_page_markdown", "on_post_build", "on_post_page"]
 
 BINDER = "https://mybinder.org/v2/gh/{slug}/HEAD?urlpath=lab/tree/notebooks/{name}"
 _SLUG = re.compile(r"[\w.-]+/[\w.-]+")
@@ -57,12 +60,39 @@ def _fix_links(content: str, page: Page, files: Files) -> str:
     return _MD_LINK.sub(resolve, content)
 
 
-def on_page_content(content: str, page: Page, config: MkDocsConfig, files: Files, **_: Any) -> str:
+_HEADING = re.compile(r'<h([1-6]) id="([^"]+)"[^>]*>(.*?)</h\1>', re.S)
+_ANCHOR_LINK = re.compile(r'<a class="anchor-link"[^>]*>.*?</a>', re.S)
+
+
+def _toc_from_headings(content: str) -> list[dict[str, Any]]:
+    """Table-of-contents tokens from the rendered headings, with their ids and their code.
+
+    mkdocs-jupyter builds the table of contents from a Markdown conversion of the notebook,
+    which drops inline code from the names and so derives other ids than the page has.
+    """
+    tokens: list[dict[str, Any]] = []
+    open_: list[dict[str, Any]] = []  # the innermost heading at each level, outermost first
+    for match in _HEADING.finditer(content):
+        name = _ANCHOR_LINK.sub("", match[3]).strip()
+        token = {"level": int(match[1]), "id": match[2], "name": name, "children": []}
+        while open_ and open_[-1]["level"] >= token["level"]:
+            open_.pop()
+        (open_[-1]["children"] if open_ else tokens).append(token)
+        open_.append(token)
+    return tokens
+
+
+def _is_chapter(page: Page) -> bool:
     source = page.file.src_uri
-    if not (source.startswith("chapters/") and source.endswith(".ipynb")):
+    return source.startswith("chapters/") and source.endswith(".ipynb")
+
+
+def on_page_content(content: str, page: Page, config: MkDocsConfig, files: Files, **_: Any) -> str:
+    if not _is_chapter(page):
         return content
+    page.toc = get_toc(_toc_from_headings(content))
     content = _fix_links(content, page, files)
-    name = posixpath.basename(source)
+    name = posixpath.basename(page.file.src_uri)
     binder = BINDER.format(slug=config.extra["repo_slug"], name=name)
     primary = "md-button md-button--primary"
     launch = f'<a class="{primary}" href="{html.escape(binder)}">Launch in Binder</a>'
@@ -70,6 +100,54 @@ def on_page_content(content: str, page: Page, config: MkDocsConfig, files: Files
     download = f'<a class="md-button" href="{html.escape(name)}" download>Download the notebook</a>'
     links = f'<p class="chapter-links">{launch} {download}</p>\n'
     return links + content
+
+
+# -- chapter pages: one shared stylesheet, no unused scripts, the stored notebook to download
+
+_STYLE = re.compile(r"<style[^>]*>(.*?)</style>\s*", re.S)
+_UNUSED = [  # what mkdocs-jupyter adds to every page that the chapters never use
+    re.compile(r'<!-- Load mathjax -->.*?<script type="text/x-mathjax-config">.*?</script>\s*', re.S),
+    re.compile(r'<script type="module">\s*document\.addEventListener\("DOMContentLoaded".*?'
+               r"renderOneMarmaid.*?</script>\s*<style>\s*\.jp-Mermaid.*?</style>\s*", re.S),
+]
+_stylesheets: dict[str, str] = {}  # file name in the site -> its text
+
+
+def on_post_page(output: str, page: Page, config: MkDocsConfig, **_: Any) -> str:
+    """Move each chapter page's inline notebook CSS (about 0.6 MB, the same on every page) into
+    one cached stylesheet, and drop the MathJax and Mermaid loaders: no chapter uses them."""
+    if not _is_chapter(page):
+        return output
+    for pattern in _UNUSED:
+        output, found = pattern.subn("", output, count=1)
+        if not found:
+            raise PluginError(f"{page.file.src_uri}: a loader moved; update docs/hooks.py")
+    if 'class="jp-Mermaid' in output:  # (math is not detectable: chapters write none)
+        raise PluginError(f"{page.file.src_uri}: a Mermaid diagram; keep its loader (docs/hooks.py)")
+    # The notebook's styles are the long ones; one more holds a Python list's repr, not CSS.
+    styles = [m for m in _STYLE.finditer(output) if len(m[1]) > 1000]
+    css = "\n".join(m[1] for m in styles if not m[1].lstrip().startswith("["))
+    if not css:
+        raise PluginError(f"{page.file.src_uri}: no notebook styles found; update docs/hooks.py")
+    name = f"assets/notebook-{hashlib.sha256(css.encode()).hexdigest()[:8]}.css"
+    _stylesheets[name] = css
+    href = posixpath.relpath(name, posixpath.dirname(page.file.dest_uri))
+    for match in reversed(styles):
+        output = output[: match.start()] + output[match.end():]
+    link = f'<link rel="stylesheet" href="{html.escape(href)}">\n'
+    return output.replace("</head>", link + "</head>", 1)
+
+
+def on_post_build(config: MkDocsConfig, **_: Any) -> None:
+    site = Path(config.site_dir)
+    for name, css in _stylesheets.items():
+        (site / name).write_text(css)
+    # "Download the notebook" gives the notebook as stored, without outputs: what a reader runs.
+    stored = Path(config.config_file_path).parent / "notebooks"
+    for page_dir in (site / "chapters").iterdir():
+        source = stored / f"{page_dir.name}.ipynb"
+        if page_dir.is_dir() and source.is_file():
+            shutil.copyfile(source, page_dir / source.name)
 
 
 # -- benchmark.md: tables rendered from docs/bench/results.json at build time ----------------

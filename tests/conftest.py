@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import pytest
 import pytest_asyncio
@@ -77,3 +78,35 @@ def run_pytest(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch):
 
     return run
 
+
+
+@pytest.fixture(scope="session")
+def executed_chapters() -> Path:
+    """``docs/chapters/``, each chapter there executed from the notebook and the ``recipes``
+    package as they are now: what ``python -m recipes run`` writes, on the default database.
+
+    A copy that is missing or stale (its ``recipes.stamp`` is not the current
+    :func:`~recipes.rendering.source_stamp`) is executed again first, so a fresh clone gets
+    them in about three minutes and a run after the workbook's command gets them at once.
+    """
+    import json
+    from unittest import mock
+
+    from recipes.rendering import source_stamp
+    from recipes.runner import DOCS_CHAPTERS, default_notebooks, execute_notebook
+
+    def fresh(notebook: Path) -> bool:
+        copy = DOCS_CHAPTERS / notebook.name
+        if not copy.is_file():
+            return False
+        stamp = json.loads(copy.read_text()).get("metadata", {}).get("recipes", {}).get("stamp")
+        return stamp == source_stamp(notebook)
+
+    problems = []
+    with mock.patch.dict(os.environ):
+        os.environ.pop("RECIPES_DB_URL", None)  # the workbook's default, as the site shows it
+        for notebook in [n for n in default_notebooks() if not fresh(n)]:
+            result = execute_notebook(notebook, output_dir=DOCS_CHAPTERS)
+            problems += [f"{notebook.name}: {problem}" for problem in result.problems]
+    assert not problems, "the chapters do not run:\n" + "\n".join(problems)
+    return DOCS_CHAPTERS

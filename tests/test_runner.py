@@ -137,7 +137,9 @@ def test_the_synthetic_notebooks_have_only_the_problems_they_are_for() -> None:
 
 
 def test_failure_marks_come_in_pairs_and_recipes_must_import(tmp_path: Path) -> None:
-    tagged_only = new_code_cell("1 / 0", metadata={"tags": ["raises-exception"]})
+    tagged_only = new_code_cell(
+        "1 / 0", metadata={"tags": ["raises-exception"], "recipes": {"why": "It divides by 0."}}
+    )
     expect_only = new_code_cell("1 / 0", metadata={"recipes": {"expect": "ZeroDivisionError"}})
     missing = new_code_cell("def f(): ...", metadata={"recipes": {"recipe": "recipes.nope:f"}})
     path = tmp_path / "marks.ipynb"
@@ -156,7 +158,8 @@ def _exercise_notebook(path: Path, source: str, shipped: str) -> Path:
     """A notebook whose exercise cell was shipped as ``shipped`` and now reads ``source``."""
     from recipes.runner import exercise_fingerprint
 
-    marks = {"expect": "ZeroDivisionError", "exercise": exercise_fingerprint(shipped)}
+    marks = {"expect": "ZeroDivisionError", "exercise": exercise_fingerprint(shipped),
+             "why": "It divides by zero until the learner fixes it."}
     cell = new_code_cell(source, metadata={"tags": ["raises-exception"], "recipes": marks})
     nbformat.write(new_notebook(cells=[cell]), path)
     return path
