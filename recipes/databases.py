@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import URL, MetaData, make_url
+from sqlalchemy import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
@@ -42,7 +42,6 @@ from .janitor import (
     create_test_database,
     numbered_name,
     process_alive,
-    run_coroutine,
     start_embedded,
 )
 from .sqlite import enable_sqlite_fixes
@@ -53,8 +52,8 @@ __all__ = [
     "ENV_URL",
     "DatabaseConfigError",
     "TestDatabase",
-    "create_schema",
     "describe",
+    "expand_environment",
     "dialect_of",
     "driver_of",
     "make_engine",
@@ -93,13 +92,35 @@ def resolve_urls(cli: list[str] | None, env: str | None, ini: str | None) -> lis
                 "URLs separated by commas"
             )
     elif ini and ini.strip():
-        raw = ini.split(",")
+        raw = expand_environment(ini).split(",")
     else:
         raw = [DEFAULT_URL]
     urls = [part.strip() for part in raw if part.strip()]
     for url in urls:
         validate_url(url)
     return list(dict.fromkeys(urls))
+
+
+_VARIABLE = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")
+
+
+def expand_environment(value: str) -> str:
+    """``${NAME}`` in the ini's ``recipes_db_url`` becomes that environment variable, and
+    ``${NAME:-default}`` the default where it is unset or empty: the URL a project's CI
+    already sets (``DATABASE_URL``), under the same rules as any other."""
+
+    def variable(match: re.Match[str]) -> str:
+        value = os.environ.get(match[1], "")
+        if value:
+            return value
+        if match[2] is not None:
+            return match[2]
+        raise DatabaseConfigError(
+            f"recipes_db_url names ${{{match[1]}}}, which is not set: set it, or write "
+            f"${{{match[1]}:-sqlite+aiosqlite://}} for a default"
+        )
+
+    return _VARIABLE.sub(variable, value)
 
 
 def validate_url(raw: str) -> None:
@@ -244,25 +265,6 @@ def provision(raw: str, number: int = 1) -> TestDatabase:
     database.url, drop = create_test_database(url, number)
     database._cleanups.append(drop)
     return database
-
-
-def create_schema(database: TestDatabase, metadatas: list[MetaData]) -> None:
-    """Create the tables of ``metadatas`` in the test database, once per MetaData."""
-    todo = [m for m in metadatas if id(m) not in database.schemas]
-    if not todo:
-        return
-
-    async def create() -> None:
-        engine = make_engine(database.url)
-        try:
-            async with engine.begin() as connection:
-                for metadata in todo:
-                    await connection.run_sync(metadata.create_all)
-        finally:
-            await engine.dispose()
-
-    run_coroutine(create)
-    database.schemas.update(id(m) for m in todo)
 
 
 # -- SQLite ----------------------------------------------------------------------------------

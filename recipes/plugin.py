@@ -1,6 +1,8 @@
-"""The pytest plugin: isolated AsyncSessions on real databases, one line to enable.
+"""The pytest plugin: isolated AsyncSessions on real databases.
 
-Load it explicitly (there is no auto-loading entry point)::
+Installing the package enables it in every project (the ``pytest11`` entry point
+``recipes``, :mod:`recipes.autoload`; ``-p no:recipes`` turns that off). It stays inert until
+a test asks for a database fixture. A conftest may still name it, which loads it once::
 
     # conftest.py
     pytest_plugins = ["recipes.plugin"]
@@ -10,8 +12,13 @@ Configuration, each resolved as command line, then environment, then ini file:
 - ``--db-url URL`` (repeatable) / ``RECIPES_DB_URL`` (comma-separated) / ini
   ``recipes_db_url``: the databases under test; default ``sqlite+aiosqlite://``. Several URLs
   run every database test once per database, with ids named by dialect.
-- ini ``recipes_metadata = "pkg.module:Base"``: the tables to create, or override the
+- ini ``recipes_db_url`` may read the environment: ``${DATABASE_URL}``, or
+  ``${DATABASE_URL:-sqlite+aiosqlite://}`` with a default (:func:`~recipes.databases.expand_environment`).
+- ini ``recipes_metadata = "pkg.module:Base"``: the tables to create (several bases
+  comma-separated, PostgreSQL schemas created: :mod:`recipes.schema`), or override the
   ``db_metadata`` fixture.
+- ini ``recipes_sessionmakers = "app.db:SessionLocal"``: sessionmakers the application holds,
+  replaced by the test's during each test (:mod:`recipes.sessionmakers`).
 - ini ``recipes_schema = alembic`` (with ``recipes_alembic_config``): build the test schema
   with ``alembic upgrade head`` instead of ``create_all`` (:mod:`recipes.migrations`).
 
@@ -27,7 +34,6 @@ loop a test's connection belongs to).
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import os
 from collections.abc import AsyncIterator, Iterator
@@ -42,7 +48,6 @@ from .databases import (
     ENV_URL,
     DatabaseConfigError,
     TestDatabase,
-    create_schema,
     describe,
     dialect_of,
     driver_of,
@@ -53,6 +58,7 @@ from .databases import (
 )
 from .loops import ANYIO, LOOP_SCOPES, LoopTransaction, loop_engine, loop_transaction, route
 from .mocks import mock_session
+from .schema import check_conflicts, create_tables, load_metadatas, metadatas_of
 
 __all__ = [
     "assert_max_queries",
@@ -91,7 +97,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     parser.addini(
         "recipes_metadata",
-        'what db_engine creates: "pkg.module:Base" (a MetaData, a declarative base or a list)',
+        'what db_engine creates: "pkg.module:Base" (a MetaData, a declarative base or a list); '
+        "comma-separate several",
         default="",
     )
 
@@ -110,7 +117,7 @@ def pytest_configure(config: pytest.Config) -> None:
         )
         spec = config.getini("recipes_metadata")
         if spec:
-            _import_metadata(spec)
+            load_metadatas(spec)
     except DatabaseConfigError as exc:
         raise pytest.UsageError(f"recipes: {exc}") from None
     config.stash[_DATABASES] = {}
@@ -122,7 +129,15 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         database.close()
 
 
+def _configured(config: pytest.Config) -> bool:
+    """Whether the configuration names a database (else the default serves, if asked for)."""
+    return bool(config.getoption("recipes_db_url") or os.environ.get(ENV_URL)
+                or config.getini("recipes_db_url").strip())
+
+
 def pytest_report_header(config: pytest.Config) -> list[str]:
+    if not _configured(config):
+        return []
     urls = config.stash[_URLS]
     numbers = same_database_numbers(urls)
     return [f"recipes: {dialect_of(raw)}: {describe(raw, n)}" for raw, n in zip(urls, numbers)]
@@ -162,33 +177,11 @@ def _ids(urls: list[str]) -> list[str]:
     return ids
 
 
-def _import_metadata(spec: str) -> Any:
-    module_name, _, attribute = spec.partition(":")
-    try:
-        target: Any = importlib.import_module(module_name)
-        for part in attribute.split(".") if attribute else []:
-            target = getattr(target, part)
-    except Exception as exc:
-        raise DatabaseConfigError(
-            f"recipes_metadata = {spec!r} does not import ({type(exc).__name__}: {exc}); "
-            'write it as "package.module:Base"'
-        ) from None
-    if not attribute:
-        raise DatabaseConfigError(f'recipes_metadata = {spec!r} names no object: write "package.module:Base"')
-    return target
-
-
 def _metadatas(value: Any) -> list[MetaData]:
-    items = value if isinstance(value, list | tuple) else [value]
-    result = []
-    for item in items:
-        metadata = item if isinstance(item, MetaData) else getattr(item, "metadata", None)
-        if not isinstance(metadata, MetaData):
-            raise DatabaseConfigError(
-                f"db_metadata gave {item!r}: expected a MetaData, a declarative base or a list of them"
-            )
-        result.append(metadata)
-    return result
+    """db_metadata's value as MetaData objects; two that define one table differently fail."""
+    found = metadatas_of(value, "db_metadata")
+    check_conflicts(found)
+    return [metadata for metadata, _ in found]
 
 
 def _stop(message: str) -> None:
@@ -215,8 +208,9 @@ def db_url(request: pytest.FixtureRequest) -> URL:
 
 @pytest.fixture(scope="session")
 def db_metadata(request: pytest.FixtureRequest) -> Any:
-    """What ``db_engine`` creates (session): the ini's ``recipes_metadata``. Override this
-    fixture to return a MetaData, a declarative base or a list of them."""
+    """What ``db_engine`` creates (session): the ini's ``recipes_metadata`` (one or several,
+    comma-separated). Override this fixture to return a MetaData, a declarative base or a list
+    of them."""
     spec = request.config.getini("recipes_metadata")
     if not spec and _alembic_ini(request.config) is not None:
         return []  # the migrations build the schema; no models to relate constraints to
@@ -225,7 +219,7 @@ def db_metadata(request: pytest.FixtureRequest) -> Any:
             'no tables to create: set recipes_metadata = "package.module:Base" in the ini file, '
             "or override the db_metadata fixture"
         )
-    return _import_metadata(spec)
+    return [metadata for metadata, _ in load_metadatas(spec)]
 
 
 @pytest.fixture(scope="session")
@@ -415,7 +409,7 @@ def _build_schema(request: pytest.FixtureRequest, database: TestDatabase) -> Non
     """db_engine's schema: alembic upgrade head (committed), or create_all of db_metadata."""
     ini = _alembic_ini(request.config)
     if ini is None:
-        create_schema(database, _metadatas(request.getfixturevalue("db_metadata")))
+        create_tables(database, _metadatas(request.getfixturevalue("db_metadata")))
         return
     from .migrations import upgrade  # Alembic only when the ini asks for it
 
@@ -498,3 +492,11 @@ def expect_violation(db_metadata: Any) -> _Callable[..., Any]:
     violates that constraint (a name, or ``"table.column"``), and rolls back only the block, in a
     savepoint (function). db_metadata's tables relate what SQLite does not name to the target."""
     return _partial(_constraints.expect_violation, metadata=_metadatas(db_metadata))
+
+
+# -- sessionmakers the application holds: ini recipes_sessionmakers (recipes.sessionmakers) ---
+from .sessionmakers import (  # noqa: E402, F401 (pytest reads them from this module)
+    _recipes_sessionmakers,
+    pytest_addoption_sessionmakers,
+    pytest_configure_sessionmakers,
+)

@@ -340,7 +340,8 @@ PROJECT = """
     import json, pathlib
     import factory, pytest
     from sqlalchemy import func, select
-    from recipes.databases import make_engine, run_coroutine
+    from recipes.databases import make_engine
+    from recipes.janitor import run_coroutine
     from recipes.demo.models import Base, Post, User
     from recipes.factories import AsyncSQLAlchemyFactory, AsyncSQLAlchemyPolyfactory
 

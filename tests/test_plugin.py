@@ -37,7 +37,8 @@ COMMITS_THEN_CHECKS = """
 CENSUS = """
     import json, pathlib, pytest
     from recipes.demo.models import Base
-    from recipes.databases import make_engine, run_coroutine
+    from recipes.databases import make_engine
+    from recipes.janitor import run_coroutine
     from sqlalchemy import func, select
 
     @pytest.fixture(scope="session", autouse=True)

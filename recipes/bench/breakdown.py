@@ -19,7 +19,8 @@ from collections.abc import Awaitable, Callable
 
 from sqlalchemy import insert
 
-from ..databases import TestDatabase, create_schema
+from ..databases import TestDatabase
+from ..schema import create_tables
 from ..demo.models import Base, User
 from ..janitor import run_coroutine
 from ..loops import loop_engine
@@ -85,5 +86,5 @@ async def _layers(database: TestDatabase, rounds: int) -> dict[str, float]:
 
 def breakdown(database: TestDatabase, rounds: int = 200) -> dict[str, float]:
     """Median milliseconds of each layer on a PostgreSQL test database."""
-    create_schema(database, [Base.metadata])
+    create_tables(database, [Base.metadata])
     return run_coroutine(lambda: _layers(database, rounds))

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 
-from ..databases import TestDatabase, create_schema
+from ..databases import TestDatabase
+from ..schema import create_tables
 from ..demo.models import Base, User
 from ..loops import loop_engine
 from ..sqlite import enable_sqlite_fixes
@@ -130,7 +131,7 @@ def measure(database: TestDatabase, rounds: int = 300, warmup: int = 30) -> list
     """Time every strategy on ``database`` (schema created), interleaved; medians in ms."""
     from ..janitor import run_coroutine
 
-    create_schema(database, [Base.metadata])
+    create_tables(database, [Base.metadata])
     samples = run_coroutine(lambda: _run(database, rounds, warmup))
     baseline = statistics.median(samples["inline savepoint (a)"])
     return [
