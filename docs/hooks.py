@@ -61,14 +61,15 @@ def _fix_links(content: str, page: Page, files: Files) -> str:
 
 
 _HEADING = re.compile(r'<h([1-6]) id="([^"]+)"[^>]*>(.*?)</h\1>', re.S)
-_ANCHOR_LINK = re.compile(r'<a class="anchor-link"[^>]*>.*?</a>', re.S)
+_ANCHOR_LINK = re.compile(r'<a class="(?:anchor-link|headerlink)"[^>]*>.*?</a>', re.S)
 
 
 def _toc_from_headings(content: str) -> list[dict[str, Any]]:
     """Table-of-contents tokens from the rendered headings, with their ids and their code.
 
-    mkdocs-jupyter builds the table of contents from a Markdown conversion of the notebook,
-    which drops inline code from the names and so derives other ids than the page has.
+    Python-Markdown's table of contents drops inline code from a heading's name, and
+    mkdocs-jupyter's, built from a Markdown conversion of the notebook, also derives other ids
+    than the page has.
     """
     tokens: list[dict[str, Any]] = []
     open_: list[dict[str, Any]] = []  # the innermost heading at each level, outermost first
@@ -87,10 +88,15 @@ def _is_chapter(page: Page) -> bool:
     return source.startswith("chapters/") and source.endswith(".ipynb")
 
 
+# In a chapter, what search should not index: prompts and the copy buttons' "Copied!" notice.
+_NOT_SEARCHED = re.compile(r'<div class="(jp-InputPrompt|jp-OutputPrompt|zeroclipboard-container)')
+
+
 def on_page_content(content: str, page: Page, config: MkDocsConfig, files: Files, **_: Any) -> str:
+    page.toc = get_toc(_toc_from_headings(content))
     if not _is_chapter(page):
         return content
-    page.toc = get_toc(_toc_from_headings(content))
+    content = _NOT_SEARCHED.sub(r'<div data-search-exclude class="\1', content)
     content = _fix_links(content, page, files)
     name = posixpath.basename(page.file.src_uri)
     binder = BINDER.format(slug=config.extra["repo_slug"], name=name)
