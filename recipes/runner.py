@@ -288,6 +288,9 @@ def execute_notebook(
         # Encrypted kernel sockets where pyzmq and jupyter_client can: otherwise ipykernel
         # warns about plain-text TCP on every start, in the middle of the progress lines.
         config.KernelManager.transport_encryption = "auto"
+    # A kernel's exit stops the servers its cells started (embedded PostgreSQL): on a busy
+    # machine that takes longer than the 5 s after which Jupyter kills a kernel.
+    config.KernelManager.shutdown_wait_time = 30
     client = NotebookClient(
         nbformat.read(path, as_version=4),
         timeout=timeout,
