@@ -13,8 +13,14 @@ Each module is one recipe, short enough to read in one sitting and to copy into 
 - :mod:`recipes.migrations`: Alembic migration tests, async, on the test database (one head,
   stairway, drift, data migrations).
 - :mod:`recipes.queries`: the statements a block sends, a limit on them, and lazy loads that fail loudly.
+- :mod:`recipes.http`: a FastAPI app over HTTP in the test's transaction, its lifespan run,
+  overrides checked and restored.
+- :mod:`recipes.schema`: the test schema from one or several declarative bases, with schemas.
+- :mod:`recipes.sessionmakers`: sessionmakers the application holds, replaced by the test's.
 
-:mod:`recipes.plugin` wires them into pytest: ``pytest_plugins = ["recipes.plugin"]``.
+:mod:`recipes.plugin` wires them into pytest; installing the package loads it
+(:mod:`recipes.autoload`), or ``pytest_plugins = ["recipes.plugin"]``.
+:mod:`recipes.rendering` and :mod:`recipes.runner` execute and check the chapters.
 :mod:`recipes.demo` is the small application the chapters and tests exercise; it imports no recipe.
 """
 
