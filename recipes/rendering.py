@@ -12,8 +12,9 @@ documentation renders (``docs/chapters/``). It changes presentation only, never 
   code (``In[7]``), ipytest's generated module (``t_7a61….py``) becomes the notebook's name,
   and absolute paths into the interpreter are shortened to ``…/site-packages/…``.
 - An image in a cell with ``recipes.alt`` gets that description as its alternative text.
-- ``recipes.stamp`` records what the copy was executed from (:func:`source_stamp`), so a
-  build can tell a stale copy from a fresh one.
+- ``recipes.stamp`` records what the copy was executed from (:func:`source_stamp`), and
+  ``recipes.problems`` what the runner found wrong (none: the chapter passed), so the suite can
+  tell a fresh, passing copy from one to execute again.
 
 A cell that failed in any other way is left as it ran: the runner reports it, and the copy
 is evidence.
@@ -103,8 +104,9 @@ def _with_alt(output: Any, alt: str) -> None:
         output["data"]["text/html"] = f'<img src="{src}" alt="{html.escape(alt)}">'
 
 
-def readable_copy(nb: Any, notebook: str | Path) -> Any:
-    """The site's copy of an executed, checked notebook; ``nb`` is not changed."""
+def readable_copy(nb: Any, notebook: str | Path, problems: list[str] | None = None) -> Any:
+    """The site's copy of an executed notebook that the runner checked and found ``problems``
+    in (none: it passed); ``nb`` is not changed."""
     nb = copy.deepcopy(nb)
     notebook = Path(notebook)
     names = _kernel_names(nb)
@@ -130,5 +132,7 @@ def readable_copy(nb: Any, notebook: str | Path) -> Any:
                 _with_alt(output, marks["alt"])
             outputs.append(output)
         cell["outputs"] = outputs
-    nb.metadata.setdefault("recipes", {})["stamp"] = source_stamp(notebook)
+    nb.metadata.setdefault("recipes", {}).update(
+        stamp=source_stamp(notebook), problems=list(problems or [])
+    )
     return nb

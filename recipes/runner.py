@@ -310,5 +310,5 @@ def execute_notebook(
     if output_dir is not None:
         result.output = Path(output_dir) / path.name
         result.output.parent.mkdir(parents=True, exist_ok=True)
-        nbformat.write(readable_copy(client.nb, path), result.output)
+        nbformat.write(readable_copy(client.nb, path, result.problems), result.output)
     return result

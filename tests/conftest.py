@@ -83,7 +83,11 @@ def run_pytest(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch):
     )
 
     def run(*args: str) -> pytest.RunResult:
-        return pytester.runpytest_subprocess("-p", "no:randomly", "-p", "no:cacheprovider", *args)
+        # Faker's pytest plugin (from factory_boy) costs 1.6 s of CPU per start; pytest-sqla
+        # (the benchmark's peer) adds fixtures: neither belongs in these projects.
+        return pytester.runpytest_subprocess(
+            "-p", "no:randomly", "-p", "no:cacheprovider", "-p", "no:faker", "-p", "no:sqla", *args
+        )
 
     return run
 
@@ -92,11 +96,13 @@ def run_pytest(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch):
 @pytest.fixture(scope="session")
 def executed_chapters() -> Path:
     """``docs/chapters/``, each chapter there executed from the notebook and the ``recipes``
-    package as they are now: what ``python -m recipes run`` writes, on the default database.
+    package as they are now, and passing: what ``python -m recipes run`` writes, on the
+    default database.
 
-    A copy that is missing or stale (its ``recipes.stamp`` is not the current
-    :func:`~recipes.rendering.source_stamp`) is executed again first, so a fresh clone gets
-    them in about three minutes and a run after the workbook's command gets them at once.
+    A copy that is missing, stale (its ``recipes.stamp`` is not the current
+    :func:`~recipes.rendering.source_stamp`) or failed (``recipes.problems``) is executed again
+    first, so a fresh clone gets them in about three minutes and a run after the workbook's
+    command gets them at once.
     """
     import json
     from unittest import mock
@@ -108,8 +114,8 @@ def executed_chapters() -> Path:
         copy = DOCS_CHAPTERS / notebook.name
         if not copy.is_file():
             return False
-        stamp = json.loads(copy.read_text()).get("metadata", {}).get("recipes", {}).get("stamp")
-        return stamp == source_stamp(notebook)
+        marks = json.loads(copy.read_text()).get("metadata", {}).get("recipes", {})
+        return marks.get("stamp") == source_stamp(notebook) and marks.get("problems") == []
 
     problems = []
     with mock.patch.dict(os.environ):

@@ -47,7 +47,9 @@ def project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch):
             path = pytester.path / f"{name.replace('__', '/')}.py"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(textwrap.dedent(body))
-        return pytester.runpytest_subprocess("-p", "no:randomly", "-p", "no:cacheprovider", *args)
+        return pytester.runpytest_subprocess(
+            "-p", "no:randomly", "-p", "no:cacheprovider", "-p", "no:faker", "-p", "no:sqla", *args
+        )
 
     return run
 
