@@ -74,6 +74,8 @@ _SQLSTATES = {"23505": "unique", "23503": "foreign_key", "23502": "not_null", "2
 _SQLITE = re.compile(r"(UNIQUE|FOREIGN KEY|NOT NULL|CHECK) constraint failed(?:: (.+))?")
 _SQLITE_KINDS = {"UNIQUE": "unique", "FOREIGN KEY": "foreign_key", "NOT NULL": "not_null",
                  "CHECK": "check"}
+# SQLAlchemy 2.0's asyncpg errors begin "<class 'asyncpg.exceptions.UniqueViolationError'>: "
+_CLASS_PREFIX = re.compile(r"^<class '[\w.]+'>: ")
 _WORDS = {"unique": "unique violation", "foreign_key": "foreign key violation",
           "not_null": "not-null violation", "check": "check violation",
           "too_long": "value too long"}
@@ -88,6 +90,10 @@ class Violation:
     table: str | None = None
     columns: tuple[str, ...] = ()  # empty where the database does not say
     message: str = ""  # the database's own words, first line
+
+    def __post_init__(self) -> None:
+        # the database's words only, on SQLAlchemy 2.0 as on 2.1 (read_violation stays as taught)
+        self.message = _CLASS_PREFIX.sub("", self.message)
 
     def __str__(self) -> str:
         where = ", ".join(f"{self.table}.{column}" for column in self.columns) or self.table

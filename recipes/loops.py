@@ -32,8 +32,8 @@ from sqlalchemy import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.pool import AsyncAdaptedQueuePool
 
-from .databases import make_engine
-from .transactions import bind_sessionmaker, guard_loop, rollback_transaction
+from .databases import make_test_engine
+from .transactions import bind_sessionmaker, close_sessions, guard_loop, rollback_transaction
 
 __all__ = ["ANYIO", "loop_engine", "LOOP_SCOPES", "PUBLIC", "LoopTransaction", "loop_scope_of", "loop_transaction", "mismatch_message", "route"]
 
@@ -59,8 +59,7 @@ async def loop_transaction(request: pytest.FixtureRequest, engine: AsyncEngine, 
         state = LoopTransaction(connection, bind_sessionmaker(connection))
         guard_loop(connection, lambda used_from: mismatch_message(request, state, loop, used_from))
         yield state
-        for session in state.sessions:
-            await session.close()
+        await close_sessions(engine, connection, state.sessions)  # whatever the test left running
 
 
 def loop_scope_of(item: pytest.Item) -> str:
@@ -179,5 +178,13 @@ def loop_engine(url: URL | str) -> AsyncEngine:
     ``pool_reset_on_return=None``: every connection comes back from
     :func:`~recipes.transactions.rollback_transaction`, which has already rolled back (or
     invalidated) it, so the pool's own reset would be one more round trip per test.
+
+    ``pool_pre_ping=True``: a pooled connection may have died since the last test (the server
+    restarted, or ended it: ``pg_terminate_backend``, ``idle_session_timeout``); the check at
+    checkout finds it and the pool connects anew, where the next test would otherwise fail on
+    its first query ("connection is closed"). What the check costs: see
+    :func:`~recipes.databases.make_test_engine`.
     """
-    return make_engine(url, poolclass=AsyncAdaptedQueuePool, pool_reset_on_return=None)
+    return make_test_engine(
+        url, poolclass=AsyncAdaptedQueuePool, pool_reset_on_return=None, pool_pre_ping=True
+    )

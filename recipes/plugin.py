@@ -51,7 +51,7 @@ from .databases import (
     describe,
     dialect_of,
     driver_of,
-    make_engine,
+    make_test_engine,
     provision,
     resolve_urls,
     same_database_numbers,
@@ -233,7 +233,7 @@ def db_engine(request: pytest.FixtureRequest, db_url: URL) -> Iterator[AsyncEngi
         _build_schema(request, database)  # the schema block below
     except DatabaseConfigError as exc:
         _stop(str(exc))
-    engine = make_engine(db_url)
+    engine = make_test_engine(db_url)
     yield engine
     engine.sync_engine.dispose()
 

@@ -1,5 +1,5 @@
-"""``python -m recipes bench`` runs and prints its tables (the figures are not asserted: timing
-belongs in the benchmark, never in a test)."""
+"""``python -m recipes bench --quick`` runs and prints its tables (the figures are not asserted:
+timing belongs in the benchmark, never in a test); the targets' verdicts follow their rule."""
 
 from __future__ import annotations
 
@@ -7,22 +7,50 @@ import json
 import subprocess
 import sys
 
+import pytest
 
-def test_the_benchmark_prints_both_tables_and_writes_json(tmp_path, pg_server_url):
+from recipes.bench.targets import verdict
+
+
+def test_the_benchmark_prints_its_tables_and_targets_and_writes_json(tmp_path, pg_server_url):
     out = tmp_path / "results.json"
     pg = pg_server_url.render_as_string(hide_password=False)
     done = subprocess.run(
-        [sys.executable, "-m", "recipes", "bench", "--tests", "3", "--rounds", "3", "--repeat", "1",
+        [sys.executable, "-m", "recipes", "bench", "--quick",
+         "--suites", "inline savepoint recipe,recipes db_session",  # and the no-database ones
          "--db-url", "sqlite+aiosqlite://", "--db-url", pg, "--json", str(out)],
         capture_output=True, text=True, timeout=600, check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     for line in ["inline savepoint (a)", "recipes db_session (b)", "truncate (c)", "drop + create (d)",
-                 "ms/test above no-db", "x inline", "server: postgresql", "== sqlite", "== postgresql"]:
+                 "ms/test above no-db", "x inline", "spread", "minimum of 2 interleaved runs",
+                 "server: postgresql", "== sqlite", "== postgresql", "where the time goes",
+                 "asyncpg connect + close(), defaults (ssl=prefer)", "targets",
+                 "at most 1.10 times the inline create_savepoint recipe",
+                 "function loop: at most 5 ms per test"]:
         assert line in done.stdout, done.stdout
     report = json.loads(out.read_text())
     assert set(report["machine"]["databases"]) == {"sqlite", "postgresql"}
     assert set(report["backends"]) == {"sqlite", "postgresql"}
+    assert (report["tests"], report["runs"]) == (4, 2)
     strategies = report["backends"]["postgresql"]["strategies"]
     assert [s["ratio"] for s in strategies if s["strategy"] == "inline savepoint (a)"] == [1.0]
     assert all(s["median_ms"] > 0 for s in strategies)
+    suites = {(s["suite"], s["loop"]): s for s in report["backends"]["postgresql"]["suites"]}
+    assert suites[("inline savepoint recipe", "session")]["spread_ms"] is not None
+    assert suites[("no database", "session")]["per_test_ms"] is None
+    assert ("truncate", "session") not in suites  # --suites leaves it out
+    for backend in ("sqlite", "postgresql"):
+        targets = report["backends"][backend]["targets"]
+        assert targets and all(t["verdict"] == verdict(t["value"], t["limit"], t["noise"]) for t in targets)
+
+
+@pytest.mark.parametrize(("value", "limit", "noise", "expected"), [
+    (1.0, 2.0, 0.5, "met"),
+    (3.0, 2.0, 0.5, "not met"),
+    (1.8, 2.0, 0.5, "within noise (met on this run)"),
+    (2.2, 2.0, 0.5, "within noise (not met on this run)"),
+    (2.2, 2.0, None, "not met"),
+])
+def test_a_target_is_met_or_not_only_beyond_the_noise(value, limit, noise, expected):
+    assert verdict(value, limit, noise) == expected

@@ -1,8 +1,12 @@
-"""``python -m recipes bench [--db-url URL ...] [--tests N] [--rounds R] [--json PATH]``.
+"""``python -m recipes bench [--db-url URL ...] [--tests N] [--runs K] [--rounds R] [--json PATH]``.
 
 Prints, for each database, the in-process table (median ms per test and ratio to the inline
-recipe) and the pytest-suite table (ms per test above the no-database suite), with the machine
-it ran on. ``--json`` also writes the figures, for the chart in chapter 05.
+recipe), the pytest-suite table (ms per test above the no-database suite: N tests per suite,
+minimum of K interleaved runs, with the spread between runs), on PostgreSQL where the time
+goes, and at the end the targets with their verdicts (:mod:`recipes.bench.targets`), with the
+machine it ran on. ``--json`` also writes the figures: ``docs/bench/results.json`` feeds the
+benchmark page and the chart in chapter 05. ``--quick`` is a smoke run (a few tests, two runs,
+a few rounds, no warm-up): its figures mean nothing.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import text
 
@@ -23,7 +28,8 @@ from ..databases import TestDatabase, dialect_of, make_engine, mask, provision, 
 from ..janitor import run_coroutine
 from .breakdown import breakdown
 from .strategies import measure
-from .suites import run_suites
+from .suites import base_size, run_suites
+from .targets import targets
 
 __all__ = ["bench_command", "machine"]
 
@@ -61,56 +67,91 @@ def server_version(database: TestDatabase) -> str:
     return run_coroutine(ask)
 
 
-def _table(headers: list[str], rows: list[list[str]]) -> str:
+def _table(headers: list[str], rows: list[list[str]], left: int = 1) -> str:
+    """A plain-text table: the first ``left`` columns aligned left, the figures right."""
     widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
-    fmt = lambda row: " | ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))  # noqa: E731
+    fmt = lambda row: " | ".join(c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))  # noqa: E731
     return "\n".join([fmt(headers), "-+-".join("-" * w for w in widths), *map(fmt, rows)])
 
 
+def _plus_minus(value: float | None) -> str:
+    return "-" if value is None else f"± {value:.2f}"
+
+
 def _bench(args: argparse.Namespace) -> int:
+    quick = args.quick
+    tests = args.tests if args.tests is not None else (4 if quick else 1000)
+    runs = args.runs if args.runs is not None else (2 if quick else 5)
+    rounds = args.rounds if args.rounds is not None else (3 if quick else 300)
+    only = [name.strip() for name in (args.suites or "").split(",") if name.strip()]
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=UserWarning, module="platformdirs")
         urls = resolve_urls(args.db_url, None, None) if args.db_url else ["sqlite+aiosqlite://"]
-    report: dict[str, object] = {"machine": machine(), "tests": args.tests, "backends": {}}
+    report: dict[str, Any] = {
+        "machine": machine(),
+        "command": "python -m recipes bench " + " ".join(mask(a) for a in sys.argv[2:]),
+        "tests": tests, "base_tests": base_size(tests) if tests > 1 else 0, "runs": runs,
+        "rounds": rounds, "backends": {},
+    }
     servers: dict[str, str] = {}
-    report["machine"]["databases"] = servers  # type: ignore[index]
+    report["machine"]["databases"] = servers
     print(f"machine: {report['machine']}")
+    verdicts = []
     for raw in urls:
         print(f"\n== {dialect_of(raw)}: {mask(raw)}", flush=True)
         database = provision(raw)  # a throwaway database beside the named one, as the plugin does
         try:
             servers[dialect_of(raw)] = server_version(database)
             print(f"server: {servers[dialect_of(raw)]}")
-            strategies = measure(database, rounds=args.rounds, warmup=max(10, args.rounds // 10))
-            print(f"per test, in process, interleaved, median of {args.rounds} rounds:")
+            strategies = measure(database, rounds=rounds, warmup=max(10, rounds // 10))
+            print(f"per test, in process, interleaved, median of {rounds} rounds:")
             print(_table(
-                ["strategy", "ms", "x (a)"],
-                [[m.strategy, f"{m.median_ms:.2f}", f"{m.ratio:.2f}"] for m in strategies],
-            ))
+                ["strategy", "ms", "spread", "x (a)"],
+                [[m.strategy, f"{m.median_ms:.2f}", _plus_minus(m.spread_ms), f"{m.ratio:.2f}"]
+                 for m in strategies],
+            ), flush=True)
             suites = []
-            if args.tests:
+            if tests:
                 url = database.url.render_as_string(hide_password=False)
-                suites = run_suites(database.dialect, url, args.tests, repeat=args.repeat)
-                print(f"\n{args.tests} tests through pytest (and {2 * args.tests} for the slope), median of {args.repeat} runs:")
-                inline = next(s.per_test_ms for s in suites if s.suite == "inline savepoint recipe")
+                progress = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
+                suites = run_suites(database.dialect, url, tests, runs=runs, only=only, progress=progress,
+                                    warmup=not quick)
+                print(f"\n{tests} tests per suite through pytest (and {base_size(tests)} for the fixed "
+                      f"costs), minimum of {runs} interleaved runs:")
+                inline = next((s.per_test_ms for s in suites if s.suite == "inline savepoint recipe"), None)
                 print(_table(
-                    ["suite", "loop", f"wall s ({args.tests})", "ms/test above no-db", "x inline"],
+                    ["suite", "loop", f"wall s ({tests})", "ms/test above no-db", "spread", "x inline",
+                     "pytest CPU ms/test"],
                     [[s.suite, s.loop, f"{s.wall_s:.2f}",
                       "-" if s.per_test_ms is None else f"{s.per_test_ms:.2f}",
-                      "-" if s.per_test_ms is None or not inline else f"{s.per_test_ms / inline:.2f}"]
+                      _plus_minus(s.spread_ms),
+                      "-" if s.per_test_ms is None or not inline or inline <= 0 else f"{s.per_test_ms / inline:.2f}",
+                      "-" if s.cpu_ms is None else f"{s.cpu_ms:.2f}"]
                      for s in suites],
-                ))
-            layers = breakdown(database, rounds=args.rounds) if database.dialect == "postgresql" else {}
+                ), flush=True)
+            layers = breakdown(database, rounds=rounds) if database.dialect == "postgresql" else {}
             if layers:
-                print("\nwhere the time goes (PostgreSQL), median ms:")
-                print(_table(["layer", "ms"], [[name, f"{ms:.2f}"] for name, ms in layers.items()]))
+                print(f"\nwhere the time goes (PostgreSQL), median of {rounds} rounds, interleaved:")
+                rows = []
+                for group in dict.fromkeys(layer["group"] for layer in layers.values()):
+                    rows.append([f"[{group}]", "", "", ""])
+                    rows += [[name, f"{layer['ms']:.2f}", _plus_minus(layer["spread_ms"]), f"{layer['cpu_ms']:.2f}"]
+                             for name, layer in layers.items() if layer["group"] == group]
+                print(_table(["layer", "ms", "spread", "client CPU ms"], rows), flush=True)
         finally:
             database.close()
-        report["backends"][dialect_of(raw)] = {  # type: ignore[index]
+        found = targets(dialect_of(raw), strategies, suites)
+        verdicts += found
+        report["backends"][dialect_of(raw)] = {
             "strategies": [asdict(m) for m in strategies],
             "suites": [asdict(s) for s in suites],
             "breakdown": layers,
+            "targets": [asdict(t) for t in found],
         }
+    if verdicts:
+        print("\ntargets (met or not only where the figures are further from the limit than their spread):")
+        print(_table(["database", "target", "this run", "verdict"],
+                     [[t.backend, t.target, t.figure, t.verdict] for t in verdicts], left=4))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
         print(f"\nwrote {args.json}", file=sys.stderr)
@@ -121,10 +162,16 @@ def bench_command(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespa
     add = parser.add_argument
     add("--db-url", action="append", metavar="URL",
         help="a database to measure on; repeat for several (default: sqlite+aiosqlite://)")
-    add("--tests", type=int, default=300, metavar="N",
-        help="tests per pytest suite; 0 skips the suites (default: %(default)s)")
-    add("--rounds", type=int, default=300, metavar="R",
-        help="timed rounds of the in-process strategies (default: %(default)s)")
-    add("--repeat", type=int, default=3, metavar="K", help="runs of each suite (default: %(default)s)")
+    add("--tests", type=int, metavar="N",
+        help="tests per pytest suite; 0 skips the suites (default: 1000)")
+    add("--runs", "--repeat", type=int, dest="runs", metavar="K",
+        help="interleaved runs of each suite, the minimum counts (default: 5)")
+    add("--rounds", type=int, metavar="R",
+        help="timed rounds of the in-process strategies and of the breakdown (default: 300)")
+    add("--suites", metavar="NAMES",
+        help='only these suites, comma-separated (e.g. "inline savepoint recipe,recipes db_session"); '
+             "the no-database ones always run")
+    add("--quick", action="store_true",
+        help="a smoke run: 4 tests, 2 runs, 3 rounds unless given, no warm-up (its figures mean nothing)")
     add("--json", metavar="PATH", help="also write the figures as JSON")
     return _bench

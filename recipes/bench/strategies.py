@@ -92,6 +92,7 @@ class Measurement:
     median_ms: float
     ratio: float
     samples: int
+    spread_ms: float | None = None  # between the medians of the even and of the odd rounds
 
 
 async def _one_test(strategy: Strategy, engine: AsyncEngine, n: int) -> float:
@@ -128,7 +129,8 @@ async def _run(database: TestDatabase, rounds: int, warmup: int) -> dict[str, li
 
 
 def measure(database: TestDatabase, rounds: int = 300, warmup: int = 30) -> list[Measurement]:
-    """Time every strategy on ``database`` (schema created), interleaved; medians in ms."""
+    """Time every strategy on ``database`` (schema created), interleaved; medians in ms, with
+their spread between the even and the odd rounds."""
     from ..janitor import run_coroutine
 
     create_tables(database, [Base.metadata])
@@ -141,7 +143,14 @@ def measure(database: TestDatabase, rounds: int = 300, warmup: int = 30) -> list
             statistics.median(values) * 1000,
             statistics.median(values) / baseline,
             len(values),
+            _spread(values) * 1000 if len(values) >= 2 else None,
         )
         for name, values in samples.items()
     ]
+
+
+def _spread(values: list[float]) -> float:
+    """How far the median moves between two halves of the rounds (even and odd ones), which
+    ran interleaved: a difference smaller than that is not a result."""
+    return abs(statistics.median(values[0::2]) - statistics.median(values[1::2]))
 

@@ -1,9 +1,19 @@
 """Whole suites through pytest: N tests that each insert and commit one row, per strategy.
 
-Each suite is a fresh pytest process in a temporary project, run with N and with 2N tests; the
-difference of the two wall times over N, minus the same for tests with no database on the
-same loop scope, is what each further test costs a user of the strategy. Suites run
-in a new random order in each of ``repeat`` rounds, after an untimed warm-up; medians reported.
+Each suite is a fresh pytest process in a temporary project, run with N tests and with N/10
+(the *base*). What each further test costs is the slope, ``(wall(N) - wall(N/10)) / (N - N/10)``,
+minus the same slope of the suite whose tests touch no database, on the same loop scope:
+interpreter start, imports, creating the test database and the schema are in both runs and
+cancel out.
+
+The machine is shared and noisy, and noise only ever adds time, so each wall time is the
+*minimum* of ``runs`` runs, and the runs are interleaved: every run executes every suite, at
+both sizes, in a new random order, after one untimed warm-up of each. The *spread* says how
+far the figure moves from run to run: the same figure computed from the even-numbered runs
+and from the odd-numbered ones, apart. A difference smaller than the spread is not a result.
+
+Beside the wall time, the CPU time of the pytest process (its own work: fixtures, SQLAlchemy,
+the driver; not the server's), which a busy machine disturbs much less.
 """
 
 from __future__ import annotations
@@ -11,18 +21,19 @@ from __future__ import annotations
 import importlib.util
 import os
 import random
-import statistics
+import resource
 import subprocess
 import sys
 import tempfile
 import textwrap
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..databases import provision
 
-__all__ = ["SUITES", "SuiteResult", "run_suites"]
+__all__ = ["SUITES", "SuiteResult", "base_size", "run_suites"]
 
 _BODY = """
 @pytest.mark.asyncio{marker}
@@ -105,8 +116,11 @@ class SuiteResult:
     suite: str
     loop: str
     tests: int
-    wall_s: float
+    wall_s: float  # the N-test run, minimum of the runs
     per_test_ms: float | None  # marginal, above the no-database suite on the same loop scope
+    spread_ms: float | None = None  # between the figures of the even and of the odd runs
+    cpu_ms: float | None = None  # the pytest process's CPU time per test, above no database
+    runs: int = 1
 
 
 def _write_project(folder: Path, suite: Suite, url: str, tests: int) -> None:
@@ -128,7 +142,8 @@ def _write_project(folder: Path, suite: Suite, url: str, tests: int) -> None:
     (folder / "pytest.ini").write_text("\n".join(ini) + "\n")
 
 
-def _run_one(suite: Suite, url: str, tests: int) -> float:
+def _run_one(suite: Suite, url: str, tests: int) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of the pytest process) of one run of ``suite``."""
     if suite.ini == "sqla":  # pytest-sqla refuses a database holding tables it did not create
         database = provision(url)
         try:
@@ -138,48 +153,93 @@ def _run_one(suite: Suite, url: str, tests: int) -> float:
     return _run_in_project(suite, url, tests)
 
 
-def _run_in_project(suite: Suite, url: str, tests: int) -> float:
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _run_in_project(suite: Suite, url: str, tests: int) -> tuple[float, float]:
     with tempfile.TemporaryDirectory(prefix="recipes-bench-") as folder:
         _write_project(Path(folder), suite, url, tests)
         env = {**os.environ, "RECIPES_DB_URL": url}
-        plugins = ["-p", "no:randomly", "-p", "no:cacheprovider"]
+        # Not the plugins these suites do not use: pytest-randomly (its reseeding), the cache,
+        # Faker's (a second to import, and a fixture in every test: noise in every suite)
+        plugins = ["-p", "no:randomly", "-p", "no:cacheprovider", "-p", "no:faker"]
         if suite.ini != "sqla":
             plugins += ["-p", "no:sqla"]
+        cpu = _children_cpu()
         start = time.perf_counter()
         done = subprocess.run(
             [sys.executable, "-m", "pytest", "-q", "-x", *plugins],
             cwd=folder, env=env, capture_output=True, text=True, check=False,
         )
         wall = time.perf_counter() - start
+        cpu = _children_cpu() - cpu
     if done.returncode != 0:
         tail = (done.stdout + done.stderr).strip().splitlines()[-3:]
         raise RuntimeError(f"suite {suite.name} ({suite.loop} loop) failed: {' | '.join(tail)}")
-    return wall
+    return wall, cpu
 
 
-def run_suites(backend: str, url: str, tests: int, repeat: int = 3) -> list[SuiteResult]:
-    """Run every available suite with N and 2N tests, ``repeat`` times, interleaved.
+def base_size(tests: int) -> int:
+    """The number of tests of the base run, whose wall time the N-test run's is compared with."""
+    return max(1, tests // 10)
 
-    The cost per test is the slope, ``(wall(2N) - wall(N)) / N``, minus the no-database
-    suite's slope on the same loop scope: fixed costs (interpreter start, imports, creating
-    the test database and the schema) cancel out, for every strategy alike.
+
+def run_suites(
+    backend: str,
+    url: str,
+    tests: int,
+    runs: int = 5,
+    only: Iterable[str] = (),
+    progress: Callable[[str], None] = lambda line: None,
+    warmup: bool = True,
+) -> list[SuiteResult]:
+    """Run every available suite (or those named in ``only``, with the no-database suites)
+    with N and N/10 tests, ``runs`` times, interleaved; figures from the minimum wall times.
     """
-    suites = [s for s in SUITES if not s.needs or importlib.util.find_spec(s.needs)]
-    walls: dict[tuple[Suite, int], list[float]] = {(s, n): [] for s in suites for n in (tests, 2 * tests)}
-    for suite in suites:  # warm-up, untimed: bytecode caches, the OS page cache, the server
-        _run_one(suite, url, min(tests, 20))
-    for _ in range(repeat):
-        order = list(walls)
+    wanted = set(only)
+    suites = [
+        s for s in SUITES
+        if (not s.needs or importlib.util.find_spec(s.needs))
+        and (not wanted or not s.fixture or s.name in wanted)
+    ]
+    small = base_size(tests)
+    if small >= tests:
+        raise ValueError(f"--tests must be at least 2 (got {tests})")
+    samples: dict[tuple[Suite, int], list[tuple[float, float]]] = {
+        (s, n): [] for s in suites for n in (small, tests)
+    }
+    for suite in suites if warmup else []:  # untimed: bytecode caches, the page cache, the server
+        _run_one(suite, url, min(small, 20))
+    for run in range(runs):
+        order = list(samples)
         random.shuffle(order)  # interleaved: drift in the machine hits every suite alike
+        progress(f"{backend}: run {run + 1} of {runs}, {len(order)} suites")
         for suite, n in order:
-            walls[(suite, n)].append(_run_one(suite, url, n))
-    median = {key: statistics.median(values) for key, values in walls.items()}
-    slope = {s: (median[(s, 2 * tests)] - median[(s, tests)]) / tests for s in suites}
-    baseline = {s.loop: slope[s] for s in suites if not s.fixture}
+            samples[(suite, n)].append(_run_one(suite, url, n))
+
+    def per_test(which: list[int], field: int) -> dict[Suite, float]:
+        """ms per test above no database, from the minimum of the runs in ``which``."""
+        slope = {
+            s: (min(samples[(s, tests)][i][field] for i in which)
+                - min(samples[(s, small)][i][field] for i in which)) / (tests - small)
+            for s in suites
+        }
+        baseline = {s.loop: slope[s] for s in suites if not s.fixture}
+        return {s: (slope[s] - baseline[s.loop]) * 1000 for s in suites if s.fixture}
+
+    everything = list(range(runs))
+    wall, cpu = per_test(everything, 0), per_test(everything, 1)
+    spread: dict[Suite, float] = {}
+    if runs >= 2:
+        even, odd = per_test(everything[0::2], 0), per_test(everything[1::2], 0)
+        spread = {s: abs(even[s] - odd[s]) for s in even}
     return [
         SuiteResult(
-            backend, s.name, s.loop, tests, median[(s, tests)],
-            None if not s.fixture else (slope[s] - baseline[s.loop]) * 1000,
+            backend, s.name, s.loop, tests,
+            min(w for w, _ in samples[(s, tests)]),
+            wall.get(s), spread.get(s), cpu.get(s), runs,
         )
         for s in suites
     ]
