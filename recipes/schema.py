@@ -14,8 +14,16 @@ module keeps its tables in a PostgreSQL schema of its own. This module turns wha
   be created into one line naming the table and the database's reason, instead of a
   traceback repeated on every test.
 
-Pitfall: SQLite has no schemas (it has attached databases). A schema-qualified model on
-SQLite gets a line saying so: test such models on PostgreSQL.
+Pitfalls:
+
+- SQLite has no schemas (it has attached databases). A schema-qualified model on SQLite gets a
+  line saying so: test such models on PostgreSQL.
+- On MySQL and MariaDB a schema *is* a database: ``billing.invoices`` is the table
+  ``invoices`` of the database ``billing``, beside the test database, not in it. Creating it
+  would share it between runs (and with whatever ``billing`` already holds) and outlive the
+  run, so a schema-qualified model on MySQL gets a line saying so, before anything is created.
+- The tables are created on a connection of their own, committed, before any test's
+  transaction begins: on MySQL, where DDL commits implicitly, that is the only safe place.
 """
 
 from __future__ import annotations
@@ -125,6 +133,13 @@ def create_tables(database: TestDatabase, metadatas: list[MetaData]) -> None:
                     raise DatabaseConfigError(
                         f"table {named.key}: SQLite has no schema {named.schema!r}; test the "
                         "models that name a schema on PostgreSQL (--db-url postgresql+asyncpg://...)"
+                    )
+                if schemas and connection.dialect.name == "mysql":
+                    named = next(t for t in tables if t.schema)
+                    raise DatabaseConfigError(
+                        f"table {named.key}: on MySQL the schema {named.schema!r} is another "
+                        "database, outside the run's throwaway test database, which the plugin does "
+                        "not create; test the models that name a schema on PostgreSQL"
                     )
                 for schema in schemas:
                     try:

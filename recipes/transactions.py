@@ -25,12 +25,20 @@ Pitfalls:
   committed through a savepoint survive the rollback.
 - Code that opens its *own* connection from the engine is outside the test transaction; give
   it :func:`bind_sessionmaker`'s sessionmaker instead (a dependency override).
+- MySQL and MariaDB commit the open transaction before DDL (``CREATE``, ``ALTER``, ``DROP``,
+  ``RENAME``, ``TRUNCATE``; also ``LOCK TABLES``, ``GRANT``, ``START TRANSACTION``) and end
+  every savepoint with it: what the test wrote would stay in the test database, and so would
+  the DDL. On a test's connection such a statement is refused before it runs, with
+  :class:`ImplicitCommitError` (:func:`guard_loop` installs the check). Build tables in the
+  schema (``db_metadata``, migrations), use ``CREATE TEMPORARY TABLE`` (no implicit commit, gone
+  with the connection), or run DDL on a connection of its own and undo it there.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import re
 import warnings
 import weakref
 from collections.abc import AsyncIterator, Callable
@@ -41,6 +49,7 @@ from sqlalchemy import Connection, Engine, event, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 __all__ = [
+    "ImplicitCommitError",
     "LeakedOperationWarning",
     "LoopMismatchError",
     "bind_sessionmaker",
@@ -111,7 +120,8 @@ async def close_sessions(
       transaction holds its locks (the next test writing the same row would wait too). It is
       stopped where it runs, with a :class:`LeakedOperationWarning`: on PostgreSQL
       ``pg_terminate_backend`` ends it with its server process, and the connection is
-      discarded; on SQLite it is interrupted, and once its task has let go of the connection,
+      discarded; on MySQL and MariaDB ``KILL`` (from another connection) ends the connection,
+      and the server rolls back its transaction; on SQLite it is interrupted, and once its task has let go of the connection,
       teardown goes on as usual.
     - A connection the server ended (``pg_terminate_backend``, a restart) that the test did not
       notice: closing fails; SQLAlchemy has invalidated it, and the server rolled back with it.
@@ -167,6 +177,9 @@ async def _stop_operation(engine: AsyncEngine, connection: AsyncConnection) -> N
         if engine.dialect.name == "sqlite":
             await driver.interrupt()  # sqlite3's interrupt(): the query fails at once
             return
+        if engine.dialect.name == "mysql":
+            await _kill_mysql_connection(engine, driver.thread_id())
+            return
         # asyncpg, psycopg: the server process, known since connecting (no round trip)
         if hasattr(driver, "get_server_pid"):
             pid = driver.get_server_pid()
@@ -181,6 +194,56 @@ async def _stop_operation(engine: AsyncEngine, connection: AsyncConnection) -> N
             f"could not stop the leftover operation ({type(exc).__name__}: {exc})",
             LeakedOperationWarning,
             stacklevel=3,
+        )
+
+
+async def _kill_mysql_connection(engine: AsyncEngine, thread_id: int) -> None:
+    """``KILL`` a MySQL connection (its id known since connecting: aiomysql and asyncmy keep the
+    handshake's), from another one, and wait until the server has rolled it back (5 s at most:
+    ``KILL`` only flags it), so that the next test does not meet its locks."""
+    async with engine.connect() as other:
+        try:
+            await other.execute(text(f"KILL {int(thread_id)}"))
+        except Exception:  # gone already (1094, unknown thread id)
+            return
+        for _ in range(500):
+            gone = not await other.scalar(
+                text("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = :id"),
+                {"id": int(thread_id)},
+            )
+            if gone:
+                return
+            await asyncio.sleep(0.01)
+
+
+class ImplicitCommitError(RuntimeError):
+    """A statement that would commit the test's transaction implicitly (DDL on MySQL and
+    MariaDB) was refused before it ran."""
+
+
+# What MySQL commits the open transaction before (its manual, "Statements That Cause an
+# Implicit Commit"), but for CREATE/DROP TEMPORARY TABLE, which do not.
+_IMPLICIT_COMMIT = re.compile(
+    r"\s*(?!(?:CREATE|DROP)\s+TEMPORARY\b)(ALTER|CREATE|DROP|RENAME|TRUNCATE|LOCK|UNLOCK|GRANT|"
+    r"REVOKE|START\s+TRANSACTION|BEGIN|ANALYZE|OPTIMIZE|REPAIR|FLUSH)\b",
+    re.IGNORECASE,
+)
+
+
+def _refuse_implicit_commit(cursor: Any, statement: str, *args: Any) -> None:
+    """The dialect's listener on MySQL: a guarded connection (a test's) may not send a statement
+    that would commit its transaction. Returns None: any other statement goes on as usual."""
+    __tracebackhide__ = True
+    if args[-1].root_connection not in _OWNERS:  # schema creation, the janitor's, the user's own
+        return
+    found = _IMPLICIT_COMMIT.match(statement)
+    if found:
+        shown = " ".join(statement.split())[:60]
+        raise ImplicitCommitError(
+            f"recipes: MySQL and MariaDB commit the open transaction before {found[1].upper()} "
+            f"({shown!r}): it would end the test's transaction, and what the test wrote would "
+            "stay in the test database. It was not run. Put tables in the schema (db_metadata, "
+            "migrations), use CREATE TEMPORARY TABLE, or run DDL on a connection of its own."
         )
 
 
@@ -231,6 +294,8 @@ def guard_loop(connection: AsyncConnection, explain: Callable[[str], str]) -> Ca
     if engine not in _GUARDED_ENGINES:
         for name in _GUARDED_EVENTS:
             event.listen(engine, name, _check_loop)
+            if engine.dialect.name == "mysql":
+                event.listen(engine, name, _refuse_implicit_commit)
         if _needs_counting(connection):
             # Connection events, so only where _busy() has nothing else to go by: they make
             # every step of every connection of the engine dispatch (see above).

@@ -28,6 +28,10 @@ def pytest_configure(config: pytest.Config) -> None:
         dialect_of(raw) == "postgresql" for raw in config.stash[plugin._URLS]
     ):
         raise pytest.UsageError("RECIPES_REQUIRE_POSTGRES=1 but no PostgreSQL URL is configured")
+    if os.environ.get("RECIPES_REQUIRE_MYSQL") == "1" and not any(
+        dialect_of(raw) == "mysql" for raw in config.stash[plugin._URLS]
+    ):
+        raise pytest.UsageError("RECIPES_REQUIRE_MYSQL=1 but no MySQL or MariaDB URL is configured")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -68,6 +72,18 @@ def pg_server_url(request: pytest.FixtureRequest) -> URL:
     if raw not in databases:
         databases[raw] = provision(raw)
     return databases[raw].url.set(database="postgres")
+
+
+@pytest.fixture(scope="session")
+def mysql_server_url(request: pytest.FixtureRequest) -> URL:
+    """A URL naming an existing database on the MySQL or MariaDB server this run uses, for
+    tests that start pytest in a subprocess or create databases beside it."""
+    from recipes import plugin
+
+    raws = [raw for raw in request.config.stash[plugin._URLS] if dialect_of(raw) == "mysql"]
+    if not raws:
+        pytest.skip("no MySQL configured (set RECIPES_DB_URL or --db-url)")
+    return make_url(raws[0])
 
 
 @pytest.fixture
@@ -118,7 +134,11 @@ def executed_chapters() -> Path:
         return marks.get("stamp") == source_stamp(notebook) and marks.get("problems") == []
 
     problems = []
-    with mock.patch.dict(os.environ):
+    from filelock import FileLock  # under pytest-xdist: one worker executes them, the others wait
+
+    lock = DOCS_CHAPTERS.parents[1] / ".cache" / "chapters.lock"  # (.cache/ is not committed)
+    lock.parent.mkdir(exist_ok=True)
+    with FileLock(lock), mock.patch.dict(os.environ):
         os.environ.pop("RECIPES_DB_URL", None)  # the workbook's default, as the site shows it
         for notebook in [n for n in default_notebooks() if not fresh(n)]:
             result = execute_notebook(notebook, output_dir=DOCS_CHAPTERS)

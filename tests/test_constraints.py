@@ -2,7 +2,8 @@
 
 Every test runs on each configured database and asserts what that dialect really does: where
 SQLite and PostgreSQL differ (constraint names, foreign keys, lengths), the test says which is
-which instead of skipping one of them.
+which instead of skipping one of them. MySQL means MariaDB here, as the suite's server is;
+where MySQL 8 reports otherwise (a CHECK's table, a key's table) the test says so.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from sqlalchemy import (
     select,
     text,
 )
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from recipes.constraints import KINDS, expect_violation, read_violation
 from recipes.demo.models import Base, Post, User
@@ -38,6 +39,10 @@ NO_VIOLATION = "expected a violation of 'users.email', but the block ran without
 
 def dialect(session_or_connection) -> str:
     return getattr(session_or_connection, "bind", session_or_connection).dialect.name
+
+
+def mariadb(session_or_connection) -> bool:
+    return bool(getattr(getattr(session_or_connection, "bind", session_or_connection).dialect, "is_mariadb", False))
 
 
 async def seed(session) -> User:
@@ -69,22 +74,35 @@ VIOLATIONS = {  # kind: (the rows, what PostgreSQL reports, what SQLite reports)
 }
 
 
+ON_MYSQL = {  # what MariaDB reports (read_violation alone: a unique key's columns are not asked)
+    "unique": ("email", "users", ()),  # the server's own name of an unnamed key: its column's
+    "foreign_key": ("posts_ibfk_1", "posts", ("author_id",)),
+    "not_null": (None, "posts", ("title",)),
+    "check": ("ck_posts_likes_not_negative", "posts", ()),
+}
+
+
 @pytest.mark.parametrize("kind", VIOLATIONS)
 async def test_read_violation_says_what_the_dialect_reports(db_session, kind):
     ada = await seed(db_session)
     rows, on_postgresql, on_sqlite = VIOLATIONS[kind]
     db_session.add_all(rows(ada))
 
-    with pytest.raises(IntegrityError) as caught:
+    # MariaDB and MySQL report a CHECK with an error code PyMySQL raises as OperationalError
+    refused = OperationalError if dialect(db_session) == "mysql" and kind == "check" else IntegrityError
+    with pytest.raises(refused) as caught:
         await db_session.flush()
     violation = read_violation(caught.value)
 
     assert violation is not None
     assert violation.kind == kind
-    expected = on_sqlite if dialect(db_session) == "sqlite" else on_postgresql
+    expected = {"sqlite": on_sqlite, "mysql": ON_MYSQL[kind]}.get(dialect(db_session), on_postgresql)
     assert (violation.constraint, violation.table, violation.columns) == expected
     # SQLAlchemy 2.0's asyncpg errors put "<class 'asyncpg.exceptions...'>: " before it
-    assert str(caught.value.orig).splitlines()[0].endswith(violation.message)
+    if dialect(db_session) == "mysql":  # PyMySQL's str() is "(code, 'message')"
+        assert violation.message == caught.value.orig.args[1]
+    else:
+        assert str(caught.value.orig).splitlines()[0].endswith(violation.message)
     if kind == "unique" and dialect(db_session) == "postgresql":
         assert str(violation) == (
             "unique violation of users_email_key on users.email "
@@ -102,6 +120,11 @@ async def test_a_value_too_long_is_refused_by_postgresql_and_stored_by_sqlite(db
         await db_session.flush()
     assert caught.value.orig.sqlstate == "22001"
     violation = read_violation(caught.value)
+    if dialect(db_session) == "mysql":  # strict mode (the default): 1406, naming the column
+        assert (violation.kind, violation.constraint, violation.table, violation.columns) == (
+            "too_long", None, "users", ("email",))
+        assert violation.message == "Data too long for column 'email' at row 1"
+        return
     assert (violation.kind, violation.constraint, violation.table, violation.columns) == (
         "too_long", None, None, ())
     assert violation.message == "value too long for type character varying(64)"
@@ -202,7 +225,8 @@ async def test_a_foreign_key_that_still_has_rows_pointing_at_it(db_connection):
     assert violation.kind == "foreign_key"
     # PostgreSQL's detail names the referenced key, users.id: the recipe does not take it for
     # the referencing columns. SQLite says nothing.
-    assert violation.columns == ()
+    # MySQL names the constraint, the referencing table and its columns.
+    assert violation.columns == (("author_id",) if dialect(db_connection) == "mysql" else ())
     assert violation.table == (None if dialect(db_connection) == "sqlite" else "posts")
 
 
@@ -233,6 +257,10 @@ async def test_a_value_too_long_for_another_column_does_not_match(db_session):
 
     if dialect(db_session) == "sqlite":
         assert str(failed.value) == NO_VIOLATION
+    elif dialect(db_session) == "mysql":
+        assert str(failed.value) == (
+            "expected a violation of 'users.email', but the database reported a value too long "
+            "on posts.title (\"Data too long for column 'title' at row 1\")")
     else:
         assert str(failed.value) == (
             "expected a violation of 'users.email', but the database reported a value too long "
@@ -249,6 +277,14 @@ async def test_a_default_constraint_name_is_known_to_postgresql_only(db_session)
             db_session.add(User(email="ada@example.com", name="twin"))
         assert violation.constraint == "users_email_key"
         return
+    if dialect(db_session) == "mysql":  # the server's own name for it is another
+        with pytest.raises(AssertionError) as failed:
+            async with expect_violation(db_session, "users_email_key", metadata=METADATA):
+                db_session.add(User(email="ada@example.com", name="twin"))
+        assert str(failed.value) == (
+            "expected a violation of 'users_email_key', but the database reported a unique "
+            "violation of email on users (\"Duplicate entry 'ada@example.com' for key 'email'\")")
+        return
     with pytest.raises(AssertionError) as failed:
         async with expect_violation(db_session, "users_email_key", metadata=METADATA):
             db_session.add(User(email="ada@example.com", name="twin"))
@@ -263,10 +299,11 @@ async def test_a_foreign_key_on_sqlite_needs_the_metadata(db_session):
     ada = await seed(db_session)
     orphan = Post(author_id=ada.id + 1000, title="Orphan")
 
-    if dialect(db_session) == "postgresql":  # the report names the table and the column
+    if dialect(db_session) in ("postgresql", "mysql"):  # the report names the table and the column
         async with expect_violation(db_session, "posts.author_id") as violation:
             db_session.add(orphan)
-        assert violation.constraint == "posts_author_id_fkey"
+        assert violation.constraint == (
+            "posts_ibfk_1" if dialect(db_session) == "mysql" else "posts_author_id_fkey")
         return
     with pytest.raises(AssertionError) as failed:
         async with expect_violation(db_session, "posts.author_id"):
@@ -299,18 +336,36 @@ Table(
 )
 
 
+# MySQL commits before CREATE TABLE and CREATE INDEX, not before CREATE TEMPORARY TABLE: the
+# same table, temporary, its unique index inline.
+THINGS_MYSQL = MetaData()
+Table(
+    "things", THINGS_MYSQL,
+    Column("id", Integer, primary_key=True),
+    Column("a", Integer), Column("b", Integer), Column("code", String(10)),
+    UniqueConstraint("a", "b", name="uq_things_a_b"),
+    UniqueConstraint("code", name="ix_things_code"),
+    CheckConstraint("a > 0"),
+    prefixes=["TEMPORARY"],
+)
+
+
 async def test_several_columns_named_constraints_and_unique_indexes(db_connection):
-    await db_connection.run_sync(THINGS.create_all)  # inside the test's transaction
+    on_mysql = dialect(db_connection) == "mysql"
+    # inside the test's transaction
+    await db_connection.run_sync((THINGS_MYSQL if on_mysql else THINGS).create_all)
     things = THINGS.tables["things"]
     await db_connection.execute(insert(things).values(a=1, b=1, code="x"))
 
-    async with expect_violation(db_connection, "things.a, things.b") as violation:
+    metadata = THINGS if on_mysql else None  # MySQL names the key only: the metadata has it
+    async with expect_violation(db_connection, "things.a, things.b", metadata=metadata) as violation:
         await db_connection.execute(insert(things).values(a=1, b=1))
     async with expect_violation(db_connection, "uq_things_a_b", metadata=THINGS):
         await db_connection.execute(insert(things).values(a=1, b=1))
     async with expect_violation(db_connection, "ix_things_code", metadata=THINGS):
         await db_connection.execute(insert(things).values(a=2, b=2, code="x"))
-    unnamed_check = "a > 0" if dialect(db_connection) == "sqlite" else "things_a_check"
+    unnamed_check = {"sqlite": "a > 0", "postgresql": "things_a_check"}.get(
+        dialect(db_connection), "CONSTRAINT_1" if mariadb(db_connection) else "things_chk_1")
     async with expect_violation(db_connection, unnamed_check):
         await db_connection.execute(insert(things).values(a=0, b=0))
 
@@ -327,8 +382,9 @@ async def test_another_constraint_than_the_expected_one(db_session):
         async with expect_violation(db_session, "ck_posts_likes_not_negative"):
             db_session.add(Post(author_id=ada.id, likes=-1))  # no title: NOT NULL fails first
 
-    words = ("NOT NULL constraint failed: posts.title" if dialect(db_session) == "sqlite" else
-             'null value in column "title" of relation "posts" violates not-null constraint')
+    words = {"sqlite": "NOT NULL constraint failed: posts.title",
+             "mysql": "Column 'title' cannot be null"}.get(
+        dialect(db_session), 'null value in column "title" of relation "posts" violates not-null constraint')
     assert str(failed.value) == (
         "expected a violation of 'ck_posts_likes_not_negative', but the database reported a "
         f"not-null violation on posts.title ({words!r})")
@@ -414,8 +470,15 @@ async def test_the_service_translates_violations_into_domain_errors(db_session):
         await register_user(db_session, "ada@example.com")
     with pytest.raises(InvalidPost):
         await publish_post(db_session, ada_id + 1000, "Orphan")
-    with pytest.raises(InvalidPost):
-        await like_post(db_session, post_id, delta=-1)
+    if dialect(db_session) == "mysql":
+        # The demo catches IntegrityError; PyMySQL raises MySQL's CHECK violation as
+        # OperationalError, so the service lets it through (its savepoint is rolled back).
+        with pytest.raises(OperationalError, match="ck_posts_likes_not_negative"):
+            await like_post(db_session, post_id, delta=-1)
+        await db_session.rollback()
+    else:
+        with pytest.raises(InvalidPost):
+            await like_post(db_session, post_id, delta=-1)
 
     assert await counts(db_session) == (1, 1)  # what was committed before stays
     assert await like_post(db_session, post_id) == 1
@@ -428,6 +491,8 @@ async def test_pytest_shows_the_message_at_the_test_line(run_pytest, db_url, req
     raw = "sqlite+aiosqlite://"
     if db_url.get_backend_name() == "postgresql":
         raw = request.getfixturevalue("pg_server_url").render_as_string(hide_password=False)
+    if db_url.get_backend_name() == "mysql":
+        raw = request.getfixturevalue("mysql_server_url").render_as_string(hide_password=False)
     run_pytest_file = textwrap.dedent("""
         import pytest
         from recipes.constraints import expect_violation

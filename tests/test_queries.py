@@ -273,7 +273,8 @@ async def test_a_lazy_load_raises_missing_greenlet_wrapped_or_not_by_driver(
 
     driver = db_url.get_driver_name()
     # SQLAlchemy 2.0 wraps it for no driver, and leaves no coroutine unawaited
-    wrapped = {"asyncpg": False, "aiosqlite": True, "psycopg": True}[driver] and SQLALCHEMY_2_1
+    wrapped = {"asyncpg": False, "aiosqlite": True, "psycopg": True, "aiomysql": True,
+               "asyncmy": True}[driver] and SQLALCHEMY_2_1
     assert isinstance(caught.value, StatementError) is wrapped
     assert isinstance(getattr(caught.value, "orig", caught.value), MissingGreenlet)
     if driver == "aiosqlite" and SQLALCHEMY_2_1:

@@ -142,7 +142,12 @@ SIMPLE_TEST = """
             id="psycopg2",
         ),
         pytest.param("sqlite:///app.db", ["write sqlite+aiosqlite:///app.db"], id="sync-sqlite"),
-        pytest.param(f"mysql+aiomysql://root:{SECRET}@localhost/app", ["unsupported database 'mysql'"], id="unknown"),
+        pytest.param(f"mssql+aioodbc://sa:{SECRET}@localhost/app", ["unsupported database 'mssql'", "mysql+aiomysql://"], id="unknown"),
+        pytest.param(
+            f"mysql+pymysql://root:{SECRET}@localhost/app",
+            ["'pymysql', which is not an asyncio driver", "write mysql+aiomysql://root:***@localhost/app"],
+            id="pymysql",
+        ),
         # Schemes SQLAlchemy cannot load a dialect for: one line, not pytest's INTERNALERROR.
         pytest.param(
             f"postgres://app:{SECRET}@db.example.com/app",
