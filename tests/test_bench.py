@@ -27,7 +27,8 @@ def test_the_benchmark_prints_its_tables_and_targets_and_writes_json(tmp_path, p
                  "server: postgresql", "== sqlite", "== postgresql", "where the time goes",
                  "asyncpg connect + close(), defaults (ssl=prefer)", "targets",
                  "at most 1.10 times the inline create_savepoint recipe",
-                 "function loop: at most 5 ms per test"]:
+                 "function loop: at most 5 ms per test", "pytest-xdist", "-n 2",
+                 "pytest -n 2 at least 1.3 times as fast as -n 0"]:
         assert line in done.stdout, done.stdout
     report = json.loads(out.read_text())
     assert set(report["machine"]["databases"]) == {"sqlite", "postgresql"}
@@ -41,6 +42,7 @@ def test_the_benchmark_prints_its_tables_and_targets_and_writes_json(tmp_path, p
     assert suites[("no database", "session")]["per_test_ms"] is None
     assert ("truncate", "session") not in suites  # --suites leaves it out
     for backend in ("sqlite", "postgresql"):
+        assert [w["workers"] for w in report["backends"][backend]["xdist"]] == [0, 1, 2]
         targets = report["backends"][backend]["targets"]
         assert targets and all(t["verdict"] == verdict(t["value"], t["limit"], t["noise"]) for t in targets)
 

@@ -30,6 +30,7 @@ from .breakdown import breakdown
 from .strategies import measure
 from .suites import base_size, run_suites
 from .targets import targets
+from .xdist import run_workers
 
 __all__ = ["bench_command", "machine"]
 
@@ -129,6 +130,22 @@ def _bench(args: argparse.Namespace) -> int:
                       "-" if s.cpu_ms is None else f"{s.cpu_ms:.2f}"]
                      for s in suites],
                 ), flush=True)
+            workers = []
+            if tests and args.workers:
+                # the runs name what the user named (an embedded server: the one started here)
+                named = raw if raw != "embedded-postgres" else database.url.set(
+                    database="postgres").render_as_string(hide_password=False)
+                worker_runs = runs if quick else max(3, runs)
+                workers = run_workers(database.dialect, named, tests, runs=worker_runs, warmup=not quick,
+                                      progress=lambda line: print(line, file=sys.stderr, flush=True))
+                print(f"\npytest-xdist: {tests} database tests (db_session, session loop), wall time of "
+                      f"the whole command, minimum of {worker_runs} interleaved runs:")
+                print(_table(
+                    ["workers", "wall s", "spread", "x (-n 0)"],
+                    [[f"-n {w.workers}", f"{w.wall_s:.2f}",
+                      "-" if w.spread_s is None else f"± {w.spread_s:.2f}",
+                      "-" if w.speedup is None else f"{w.speedup:.2f}"] for w in workers],
+                ), flush=True)
             layers = breakdown(database, rounds=rounds) if database.dialect == "postgresql" else {}
             if layers:
                 print(f"\nwhere the time goes (PostgreSQL), median of {rounds} rounds, interleaved:")
@@ -140,12 +157,13 @@ def _bench(args: argparse.Namespace) -> int:
                 print(_table(["layer", "ms", "spread", "client CPU ms"], rows), flush=True)
         finally:
             database.close()
-        found = targets(dialect_of(raw), strategies, suites)
+        found = targets(dialect_of(raw), strategies, suites, workers)
         verdicts += found
         report["backends"][dialect_of(raw)] = {
             "strategies": [asdict(m) for m in strategies],
             "suites": [asdict(s) for s in suites],
             "breakdown": layers,
+            "xdist": [asdict(w) for w in workers],
             "targets": [asdict(t) for t in found],
         }
     if verdicts:
@@ -171,6 +189,8 @@ def bench_command(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespa
     add("--suites", metavar="NAMES",
         help='only these suites, comma-separated (e.g. "inline savepoint recipe,recipes db_session"); '
              "the no-database ones always run")
+    add("--no-workers", action="store_false", dest="workers",
+        help="skip the pytest-xdist runs (the suite with 0, 1 and 2 workers)")
     add("--quick", action="store_true",
         help="a smoke run: 4 tests, 2 runs, 3 rounds unless given, no warm-up (its figures mean nothing)")
     add("--json", metavar="PATH", help="also write the figures as JSON")

@@ -15,7 +15,8 @@ The targets:
   dropping and creating the schema at least 5 times ``db_session``;
 - through pytest, 1,000 tests per suite: ``db_session`` on a session loop at most 1.10 times the
   inline ``create_savepoint`` recipe, on every database; on a function loop, at most 5 ms per
-  test on PostgreSQL; and ahead of pytest-sqla on every database and loop.
+  test on PostgreSQL; and ahead of pytest-sqla on every database and loop;
+- pytest-xdist (:mod:`recipes.bench.xdist`): ``-n 2`` at least 1.3 times as fast as ``-n 0``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 
 from .strategies import Measurement
 from .suites import SuiteResult
+from .xdist import WorkersResult
 
 __all__ = ["Target", "targets", "verdict"]
 
@@ -58,7 +60,8 @@ def _pm(noise: float | None) -> str:
     return "" if noise is None else f" ± {noise:.2f}"
 
 
-def targets(backend: str, strategies: list[Measurement], suites: list[SuiteResult]) -> list[Target]:
+def targets(backend: str, strategies: list[Measurement], suites: list[SuiteResult],
+            workers: list[WorkersResult] = ()) -> list[Target]:  # type: ignore[assignment]
     """Every target the figures of one database can judge."""
     found: list[Target] = []
 
@@ -104,4 +107,12 @@ def targets(backend: str, strategies: list[Measurement], suites: list[SuiteResul
             add(f"db_session ahead of pytest-sqla, {loop} loop, pytest",
                 f"{mine.per_test_ms:.2f} ms, pytest-sqla {peer.per_test_ms:.2f}{_pm(noise)}",
                 mine.per_test_ms, peer.per_test_ms, noise)  # type: ignore[arg-type]
+    by_count = {w.workers: w for w in workers}
+    if 0 in by_count and 2 in by_count:  # wants serial / two >= 1.3, i.e. 1.3 * two <= serial
+        serial, two = by_count[0], by_count[2]
+        noise = _noise(two.spread_s and 1.3 * two.spread_s, serial.spread_s)
+        add("pytest -n 2 at least 1.3 times as fast as -n 0, 1,000 database tests",
+            f"{serial.wall_s:.2f} s against {two.wall_s:.2f}{_pm(noise)} s "
+            f"({serial.wall_s / two.wall_s:.2f} times)",
+            1.3 * two.wall_s, serial.wall_s, noise)
     return found
