@@ -12,7 +12,9 @@ created and removed again within the cell.
 The database is, in order of precedence: the ``db_url`` argument, the ``RECIPES_DB_URL``
 environment variable (``python -m recipes run --db-url`` sets it for the kernel), or a
 throwaway SQLite database in memory. One cell runs on another database with the comment
-``# ipytest: addopts=on_database(URL)`` as the first line of its body.
+``# ipytest: addopts=on_database(URL)`` as the first line of its body, and on several with
+``on_databases(URL, ...)``. :func:`postgres_url` and :func:`mysql_url` find a PostgreSQL and a
+MySQL or MariaDB server for the cells that show one, whatever the chapter's database.
 
 Mechanics a chapter need not show:
 
@@ -31,6 +33,7 @@ import atexit
 import gc
 import os
 import re
+import socket
 import sys
 import warnings
 from typing import Any
@@ -42,8 +45,14 @@ from sqlalchemy.exc import IntegrityError
 from .databases import DEFAULT_URL, ENV_URL, describe, dialect_of, resolve_urls
 from .janitor import EMBEDDED_POSTGRES, start_embedded
 
-__all__ = ["PYTEST_OPTIONS", "on_database", "postgres_url", "setup", "unique_violation"]
+__all__ = [
+    "MYSQL_URL", "PYTEST_OPTIONS", "REQUIRE_MYSQL", "mysql_url", "on_database", "on_databases",
+    "postgres_url", "setup", "unique_violation",
+]
 
+MYSQL_URL = "RECIPES_MYSQL_URL"  # a MySQL or MariaDB server for the cells that need one
+REQUIRE_MYSQL = "RECIPES_REQUIRE_MYSQL"  # "1": no server is an error, not a skipped column (CI)
+LOCAL_MYSQL = "mysql+aiomysql://root@127.0.0.1:3306/test"  # tried when nothing names a server
 DISPLAY_COLUMNS = 72  # what a chapter page's output area holds at 13 px, beside both sidebars
 
 # Command-line options every %%ipytest cell runs with. They are complete on their own, so a
@@ -100,6 +109,12 @@ def on_database(url: str) -> list[str]:
     return [*PYTEST_OPTIONS, "--db-url", url]
 
 
+def on_databases(*urls: str) -> list[str]:
+    """The options for one ``%%ipytest`` cell on several databases: every database test runs
+    once on each, with the dialect in its id (``[sqlite]``, ``[postgresql]``, ``[mysql]``)."""
+    return [*PYTEST_OPTIONS, *(option for url in urls for option in ("--db-url", url))]
+
+
 def postgres_url() -> str:
     """A PostgreSQL URL with the asyncpg driver, for cells that need PostgreSQL whatever the
     chapter's database is: the chapter's own server if it is PostgreSQL, else the kernel's
@@ -113,6 +128,42 @@ def postgres_url() -> str:
             parsed = make_url(url.strip()).set(drivername="postgresql+asyncpg")
             return parsed.render_as_string(hide_password=False)
     return _embedded_server()
+
+
+def mysql_url() -> str | None:
+    """A MySQL or MariaDB URL for the cells that show them, or None where there is no server.
+
+    In order: the chapter's own database if it is MySQL; ``$RECIPES_MYSQL_URL``; else
+    ``mysql+aiomysql://root@127.0.0.1:3306/test`` if a server answers there. None when none
+    does, unless ``RECIPES_REQUIRE_MYSQL=1`` (CI), where that raises :class:`RuntimeError`.
+    """
+    for url in os.environ.get(ENV_URL, "").split(","):  # as setup() resolved it
+        if url.strip() and dialect_of(url.strip()) == "mysql":
+            return url.strip()
+    if os.environ.get(MYSQL_URL, "").strip():
+        return os.environ[MYSQL_URL].strip()
+    if _mysql_answers(LOCAL_MYSQL):
+        return LOCAL_MYSQL
+    if os.environ.get(REQUIRE_MYSQL) == "1":
+        local = make_url(LOCAL_MYSQL)
+        raise RuntimeError(
+            f"{REQUIRE_MYSQL}=1, but no MySQL or MariaDB server answered at {local.host}:{local.port}: "
+            f"start one, or name it in {MYSQL_URL}=mysql+aiomysql://USER:PASSWORD@HOST:PORT/DB"
+        )
+    return None
+
+
+def _mysql_answers(url: str, timeout: float = 2.0) -> bool:
+    """Whether a MySQL server greets us at the URL's host and port (it speaks first: a
+    handshake packet whose fifth byte is the protocol version, 10)."""
+    parsed = make_url(url)
+    try:
+        with socket.create_connection((parsed.host or "127.0.0.1", parsed.port or 3306), timeout) as sock:
+            sock.settimeout(timeout)
+            greeting = sock.recv(64)
+    except OSError:
+        return False
+    return len(greeting) > 4 and greeting[4] in (10, 0xFF)  # 0xFF: an error, from a server
 
 
 def unique_violation(table_column: str = "users.email") -> IntegrityError:

@@ -2,7 +2,9 @@
 
 ``test_chapter_runs`` executes each ``notebooks/NN_*.ipynb`` through the runner once per
 database this test run is configured with (``--db-url``, ``RECIPES_DB_URL`` or the ini's
-``recipes_db_url``, as for every other test), passing the URL on to the kernel. On the
+``recipes_db_url``, as for every other test), passing the URL on to the kernel; the chapters
+in ``ON_MYSQL_TOO`` also on the MySQL or MariaDB server :func:`recipes.notebook.mysql_url`
+finds (a failure, not a skip, without one when ``RECIPES_REQUIRE_MYSQL=1``). On the
 default database it checks the workbook's own run, the copies in ``docs/chapters/`` that
 the ``executed_chapters`` fixture keeps fresh, instead of running the chapters a second time. Deselect the
 slow part with ``-m "not notebooks"``.
@@ -18,6 +20,7 @@ import pytest
 
 from recipes import plugin
 from recipes.databases import DEFAULT_URL, dialect_of, driver_of
+from recipes.notebook import MYSQL_URL, mysql_url
 from recipes.runner import PROJECT_ROOT, check_notebook, execute_notebook, exercise_fingerprint
 
 CHAPTERS = sorted((PROJECT_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -26,6 +29,12 @@ by_chapter = pytest.mark.parametrize("chapter", CHAPTERS, ids=[path.stem for pat
 
 MAX_CELL_LINES = 25  # a cell shows one idea; a longer one is split
 DOCS = PROJECT_ROOT / "docs"
+
+
+# Chapters that run on MySQL or MariaDB whatever this run is configured with: chapter 11 shows
+# the three databases side by side. With RECIPES_REQUIRE_MYSQL=1 (CI) a missing server fails
+# the run; otherwise that run is skipped, with the reason.
+ON_MYSQL_TOO = {"11_scaling"}
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -37,7 +46,21 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         for url in metafunc.config.stash[plugin._URLS]:
             if dialect_of(url) not in by_dialect or driver_of(url) == "asyncpg":
                 by_dialect[dialect_of(url)] = url
-        metafunc.parametrize("chapter_db_url", list(by_dialect.values()), ids=list(by_dialect))
+        params = [pytest.param(chapter, url, id=f"{chapter.stem}-{dialect}")
+                  for chapter in CHAPTERS for dialect, url in by_dialect.items()]
+        if "mysql" not in by_dialect:
+            params += [_on_mysql(chapter) for chapter in CHAPTERS if chapter.stem in ON_MYSQL_TOO]
+        metafunc.parametrize("chapter, chapter_db_url", params)
+
+
+def _on_mysql(chapter: Path) -> object:
+    """The chapter on the MySQL server notebook.mysql_url() finds; None if none answers."""
+    try:
+        url = mysql_url()
+    except RuntimeError as exc:  # RECIPES_REQUIRE_MYSQL=1: fail the test, never skip it
+        return pytest.param(chapter, f"error: {exc}", id=f"{chapter.stem}-mysql")
+    marks = [] if url else [pytest.mark.skip(reason=f"no MySQL or MariaDB server answered; set {MYSQL_URL}")]
+    return pytest.param(chapter, url, id=f"{chapter.stem}-mysql", marks=marks)
 
 
 def _cells(chapter: Path, kind: str) -> list[tuple[int, str]]:
@@ -107,10 +130,11 @@ def test_the_exercise_is_marked_as_shipped(chapter: Path) -> None:
 
 
 @pytest.mark.notebooks
-@by_chapter
 def test_chapter_runs(
     chapter: Path, chapter_db_url: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
+    if chapter_db_url.startswith("error: "):
+        pytest.fail(chapter_db_url.removeprefix("error: "))
     if chapter_db_url == DEFAULT_URL:
         # The workbook's own run, which executed_chapters keeps (executing it first if the copy
         # is missing, stale or failed): the same run, not done twice.
