@@ -272,9 +272,10 @@ async def test_a_lazy_load_raises_missing_greenlet_wrapped_or_not_by_driver(
         user.posts
 
     driver = db_url.get_driver_name()
-    # SQLAlchemy 2.0 wraps it for no driver, and leaves no coroutine unawaited
-    wrapped = {"asyncpg": False, "aiosqlite": True, "psycopg": True, "aiomysql": True,
-               "asyncmy": True}[driver] and SQLALCHEMY_2_1
+    # SQLAlchemy 2.0 wraps it only for the MySQL drivers (seen on aiomysql), and leaves no
+    # coroutine unawaited
+    wrapped = {"asyncpg": False, "aiosqlite": SQLALCHEMY_2_1, "psycopg": SQLALCHEMY_2_1,
+               "aiomysql": True, "asyncmy": True}[driver]
     assert isinstance(caught.value, StatementError) is wrapped
     assert isinstance(getattr(caught.value, "orig", caught.value), MissingGreenlet)
     if driver == "aiosqlite" and SQLALCHEMY_2_1:

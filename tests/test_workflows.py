@@ -77,11 +77,17 @@ def test_the_workflows_run_on_the_events_a_project_needs():
                    for step in job["steps"] if "uses" in step)
 
 
-def test_every_job_runs_on_each_python_of_ci_run_with_a_real_postgresql():
+def test_every_job_runs_on_each_python_of_ci_run_with_a_real_postgresql_and_mariadb():
     assert PYTHONS == ["3.11", "3.12", "3.13"]
-    for job in TESTS["jobs"].values():
-        assert job["strategy"]["matrix"]["python"] == PYTHONS
-        assert job["strategy"]["fail-fast"] is False
+    for name, job in TESTS["jobs"].items():
+        if name != "compat":  # one Python: the floor (test_the_oldest_versions_run_as_ci_run_runs_them)
+            assert job["strategy"]["matrix"]["python"] == PYTHONS
+            assert job["strategy"]["fail-fast"] is False
+        mariadb = job["services"]["mariadb"]
+        assert mariadb["env"]["MARIADB_ALLOW_EMPTY_ROOT_PASSWORD"] == "1"
+        assert mariadb["env"]["MARIADB_DATABASE"] == _ci_run("MYSQL").rsplit("/", 1)[1]
+        assert mariadb["ports"] == ["3306:3306"]
+        assert "--health-cmd" in mariadb["options"]
         postgres = job["services"]["postgres"]
         assert postgres["image"] == "postgres:16"
         assert postgres["env"] == {"POSTGRES_HOST_AUTH_METHOD": "trust"}
@@ -104,6 +110,14 @@ def test_the_test_suite_runs_the_readme_command_on_ci_runs_databases():
     }
     assert job["env"]["RECIPES_DB_URL"] == "${{ matrix.databases }}"
     assert TESTS["env"]["RECIPES_REQUIRE_POSTGRES"] == "1"
+    assert TESTS["env"]["RECIPES_REQUIRE_MYSQL"] == "1"
+
+
+def test_the_oldest_versions_run_as_ci_run_runs_them():
+    job = TESTS["jobs"]["compat"]
+    assert "bash .ci/compat" in _runs(job) and "bash .ci/compat" in CI_RUN
+    floor = re.search(r'requires-python = ">=(\d+\.\d+)"', (PROJECT_ROOT / "pyproject.toml").read_text())[1]
+    assert _uses(job, "actions/setup-python")["with"]["python-version"] == floor
 
 
 def test_the_chapters_run_with_the_readme_command_and_on_postgresql():
