@@ -37,6 +37,7 @@ from .runs import MARK, Run, parse_mark
 
 __all__ = [
     "DatabaseConfigError",
+    "build_template",
     "clone_database",
     "create_test_database",
     "database_mark",
@@ -196,9 +197,17 @@ def database_mark(server: URL, name: str) -> dict[str, str] | None:
     return _on_server(server, lambda connection: _comment(connection, name), parse=True)
 
 
-def clone_database(server: URL, template: str, name: str, mark: str, build: Callable[[URL], None] | None = None) -> None:
-    """Database ``name`` anew, as a copy of ``template`` (``CREATE DATABASE ... TEMPLATE``), marked
-    ``mark``. With ``build``, ``template`` itself is created first, and ``build(url)`` builds it."""
+def build_template(server: URL, template: str, mark: str, build: Callable[[URL], None]) -> None:
+    """Database ``template`` anew, built by ``build(url)``, then marked ``mark``: until then it
+    is marked as building, and no worker copies it."""
+    rebuild_database(server, template, mark.replace("; schema=", "; building; schema="))
+    build(server.set(database=template))
+    mark_database(server, template, mark)
+
+
+def clone_database(server: URL, template: str, name: str, mark: str) -> None:
+    """Database ``name`` anew, as a copy of ``template`` (``CREATE DATABASE ... TEMPLATE``, which
+    several may run at once), marked ``mark``."""
 
     async def clone(connection: Any) -> None:
         await _drop_stale(connection)
@@ -212,10 +221,6 @@ def clone_database(server: URL, template: str, name: str, mark: str, build: Call
         await connection.execute(text(f"CREATE DATABASE {_quote(name)} TEMPLATE {_quote(template)}"))
         await _mark(connection, name, mark)
 
-    if build is not None:
-        rebuild_database(server, template, mark.replace("; schema=", "; building; schema="))
-        build(server.set(database=template))
-        mark_database(server, template, mark)  # a template from now on
     _on_server(server, clone)
 
 

@@ -42,7 +42,14 @@ from sqlalchemy import URL, make_url
 
 from .databases import EMBEDDED_POSTGRES, TestDatabase, _is_memory, _sqlite_test_path, memory_folder, remove_sqlite
 from . import mysql
-from .janitor import clone_database, database_mark, drop_run_databases, mark_database, rebuild_database
+from .janitor import (
+    build_template,
+    clone_database,
+    database_mark,
+    drop_run_databases,
+    mark_database,
+    rebuild_database,
+)
 from .runs import Run
 
 __all__ = ["build_schema", "run_of", "sweep", "templated"]
@@ -88,11 +95,13 @@ def build_schema(database: TestDatabase, fingerprint: str, build: Callable[[URL]
             return  # kept from an earlier run, and built from what the schema is built from now
         if run.worker and run.shared:
             template = run.name(str(server.database), database.number, role="template")
-            with _lock(run, template):
+            with _lock(run, template):  # one worker builds it; the others wait, then copy it
                 found = database_mark(server, template) or {}
                 ready = (found.get("schema") == fingerprint and "building" not in found
                          and (not run.create or found.get("run") == str(run.owner)))  # --create-db: built by this run
-                clone_database(server, template, name, run.mark(fingerprint), None if ready else build)
+                if not ready:
+                    build_template(server, template, run.mark(fingerprint), build)
+            clone_database(server, template, name, run.mark(fingerprint))  # copies run side by side
             return
         if kept.get("schema"):  # kept, from other models or migrations: start from empty
             rebuild_database(server, name, run.mark())
