@@ -2,9 +2,10 @@
 
 ``test_chapter_runs`` executes each ``notebooks/NN_*.ipynb`` through the runner once per
 database this test run is configured with (``--db-url``, ``RECIPES_DB_URL`` or the ini's
-``recipes_db_url``, as for every other test), passing the URL on to the kernel; the chapters
-in ``ON_MYSQL_TOO`` also on the MySQL or MariaDB server :func:`recipes.notebook.mysql_url`
-finds (a failure, not a skip, without one when ``RECIPES_REQUIRE_MYSQL=1``). On the
+``recipes_db_url``, as for every other test), passing the URL on to the kernel, but MySQL:
+the chapters teach SQLite and PostgreSQL, and only those in ``ON_MYSQL_TOO`` run on MySQL or
+MariaDB, the configured one or the server :func:`recipes.notebook.mysql_url` finds (a
+failure, not a skip, without one when ``RECIPES_REQUIRE_MYSQL=1``). On the
 default database it checks the workbook's own run, the copies in ``docs/chapters/`` that
 the ``executed_chapters`` fixture keeps fresh, instead of running the chapters a second time. Deselect the
 slow part with ``-m "not notebooks"``.
@@ -46,10 +47,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         for url in metafunc.config.stash[plugin._URLS]:
             if dialect_of(url) not in by_dialect or driver_of(url) == "asyncpg":
                 by_dialect[dialect_of(url)] = url
+        # The chapters teach SQLite and PostgreSQL: MySQL runs only those that show it.
+        mysql = by_dialect.pop("mysql", None)
         params = [pytest.param(chapter, url, id=f"{chapter.stem}-{dialect}")
                   for chapter in CHAPTERS for dialect, url in by_dialect.items()]
-        if "mysql" not in by_dialect:
-            params += [_on_mysql(chapter) for chapter in CHAPTERS if chapter.stem in ON_MYSQL_TOO]
+        params += [pytest.param(chapter, mysql, id=f"{chapter.stem}-mysql") if mysql else _on_mysql(chapter)
+                   for chapter in CHAPTERS if chapter.stem in ON_MYSQL_TOO]
         metafunc.parametrize("chapter, chapter_db_url", params)
 
 
