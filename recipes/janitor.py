@@ -211,13 +211,7 @@ def clone_database(server: URL, template: str, name: str, mark: str) -> None:
 
     async def clone(connection: Any) -> None:
         await _drop_stale(connection)
-        comment = await _comment(connection, name)
-        if comment is not None and parse_mark(comment) is None:
-            raise DatabaseConfigError(
-                f"database {name!r} already exists on {_where(server)}, created by someone else: "
-                "it is left alone; drop or rename it yourself"
-            )
-        await _drop(connection, name)
+        await _drop_ours(connection, server, name)
         await connection.execute(text(f"CREATE DATABASE {_quote(name)} TEMPLATE {_quote(template)}"))
         await _mark(connection, name, mark)
 
@@ -229,16 +223,21 @@ def rebuild_database(server: URL, name: str, mark: str) -> None:
     ours (one that is not ours is an error, and left alone)."""
 
     async def rebuild(connection: Any) -> None:
-        comment = await _comment(connection, name)
-        if comment is not None and parse_mark(comment) is None:
-            raise DatabaseConfigError(
-                f"database {name!r} already exists on {_where(server)}, created by someone else: "
-                "it is left alone; drop or rename it yourself"
-            )
-        await _drop(connection, name)
+        await _drop_ours(connection, server, name)
         await _create(connection, name, mark)
 
     _on_server(server, rebuild)
+
+
+async def _drop_ours(connection: Any, server: URL, name: str) -> None:
+    """Drop database ``name`` if it exists and is ours; one that is not ours is an error."""
+    comment = await _comment(connection, name)
+    if comment is not None and parse_mark(comment) is None:
+        raise DatabaseConfigError(
+            f"database {name!r} already exists on {_where(server)}, created by someone else: "
+            "it is left alone; drop or rename it yourself"
+        )
+    await _drop(connection, name)
 
 
 def mark_database(server: URL, name: str, mark: str) -> None:
