@@ -28,9 +28,8 @@ from typing import Any
 
 import pytest
 
-__all__: list[str] = []  # hooks and a fixture, for recipes.plugin
+__all__: list[str] = []  # hooks, for recipes.plugin
 
-_SESSIONMAKERS = pytest.StashKey[list[tuple[Any, str, str]]]()
 _DATABASE_FIXTURES = ("db_engine",)  # every fixture that reaches the test database needs it
 
 
@@ -68,7 +67,8 @@ def pytest_configure_sessionmakers(config: pytest.Config) -> None:
                 "not a sessionmaker"
             )
         targets.append((owner, attribute, spec))
-    config.stash[_SESSIONMAKERS] = targets
+    if targets:
+        config.pluginmanager.register(_Replacer(targets), "recipes-sessionmakers")
 
 
 class _NoDatabase:
@@ -88,22 +88,27 @@ class _NoDatabase:
         raise RuntimeError(self._message)
 
 
-@pytest.fixture(autouse=True)
-def _recipes_sessionmakers(request: pytest.FixtureRequest) -> Iterator[None]:
-    targets = request.config.stash.get(_SESSIONMAKERS, [])
-    if not targets:
-        yield
-        return
-    if any(name in request.fixturenames for name in _DATABASE_FIXTURES):
-        replacement: Any = request.getfixturevalue("db_sessionmaker")
-        replacements = [replacement] * len(targets)
-    else:
-        replacements = [_NoDatabase(spec, request.node.nodeid) for _, _, spec in targets]
-    originals = [getattr(owner, attribute) for owner, attribute, _ in targets]
-    for (owner, attribute, _), value in zip(targets, replacements):
-        setattr(owner, attribute, value)
-    try:
-        yield
-    finally:
-        for (owner, attribute, _), value in zip(targets, originals):
+class _Replacer:
+    """Registered only where the ini names sessionmakers: a project without any runs no fixture
+    of this module in its tests (an autouse fixture in every test would cost each of them
+    pytest's fixture machinery, and the plugin stays inert until asked for a database)."""
+
+    def __init__(self, targets: list[tuple[Any, str, str]]) -> None:
+        self.targets = targets
+
+    @pytest.fixture(autouse=True)
+    def _recipes_sessionmakers(self, request: pytest.FixtureRequest) -> Iterator[None]:
+        targets = self.targets
+        if any(name in request.fixturenames for name in _DATABASE_FIXTURES):
+            replacement: Any = request.getfixturevalue("db_sessionmaker")
+            replacements = [replacement] * len(targets)
+        else:
+            replacements = [_NoDatabase(spec, request.node.nodeid) for _, _, spec in targets]
+        originals = [getattr(owner, attribute) for owner, attribute, _ in targets]
+        for (owner, attribute, _), value in zip(targets, replacements):
             setattr(owner, attribute, value)
+        try:
+            yield
+        finally:
+            for (owner, attribute, _), value in zip(targets, originals):
+                setattr(owner, attribute, value)
