@@ -42,7 +42,7 @@ ANYIO = "_recipes_transaction_anyio"
 PUBLIC = ("db_connection", "db_sessionmaker", "db_session")
 
 
-@dataclass
+@dataclass(repr=False)
 class LoopTransaction:
     """What the internal fixture hands the public dispatchers: one connection, its sessions."""
 
@@ -51,15 +51,25 @@ class LoopTransaction:
     sessionmaker: async_sessionmaker[AsyncSession]
     sessions: list[AsyncSession] = field(default_factory=list)
     fixtures: list[str] = field(default_factory=list)
+    item: pytest.Item | None = None  # the test, set by the dispatcher (for the error message)
+
+    def __repr__(self) -> str:
+        # cheap: asyncio formats the fixture task's repr, result included, at every setup
+        return f"<LoopTransaction {len(self.sessions)} sessions>"
 
 
 @asynccontextmanager
-async def loop_transaction(request: pytest.FixtureRequest, engine: AsyncEngine, loop: str | None) -> AsyncIterator[LoopTransaction]:
+async def loop_transaction(engine: AsyncEngine, loop: str | None) -> AsyncIterator[LoopTransaction]:
     async with rollback_transaction(engine) as connection:
         state = LoopTransaction(connection, bind_sessionmaker(connection))
-        guard_loop(connection, lambda used_from: mismatch_message(request, state, loop, used_from))
-        yield state
-        await close_sessions(engine, connection, state.sessions)  # whatever the test left running
+        unguard = guard_loop(connection, lambda used_from: mismatch_message(state, loop, used_from))
+        try:
+            yield state
+            await close_sessions(engine, connection, state.sessions)  # whatever the test left running
+        finally:
+            # the guard's entry holds this message, which holds the connection it is keyed on:
+            # left there, every test's connection and sessions would stay in memory to the end
+            unguard()
 
 
 def loop_scope_of(item: pytest.Item) -> str:
@@ -140,8 +150,9 @@ def _suspects(item: pytest.Item, loop: str) -> list[tuple[str, str, bool]]:
     return found
 
 
-def mismatch_message(request: pytest.FixtureRequest, state: LoopTransaction, loop: str | None, used_from: str) -> str:
-    item = request.node
+def mismatch_message(state: LoopTransaction, loop: str | None, used_from: str) -> str:
+    item = state.item
+    assert item is not None, "the dispatcher sets it before the test can use the connection"
     fixture = " / ".join(state.fixtures) or "db_connection"
     if loop is None:
         runs_on, advice = "the anyio runner's loop", ""

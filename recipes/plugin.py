@@ -273,26 +273,29 @@ def db_engine(request: pytest.FixtureRequest, db_url: URL) -> Iterator[AsyncEngi
 def _transaction_fixture(scope: str) -> Any:
     engine_name = f"_recipes_engine_{scope}"
 
-    async def transaction(request: pytest.FixtureRequest, **engines: AsyncEngine) -> AsyncIterator[LoopTransaction]:
-        async with loop_transaction(request, engines[engine_name], scope) as state:
+    async def transaction(**engines: AsyncEngine) -> AsyncIterator[LoopTransaction]:
+        async with loop_transaction(engines[engine_name], scope) as state:
             yield state
 
-    # the engine must be a static dependency: a running async fixture cannot getfixturevalue()
+    # the engine must be a static dependency: a running async fixture cannot getfixturevalue().
+    # No `request`: pytest builds a fixture definition for each use of it (the dispatcher, which
+    # has one, hands the test over: LoopTransaction.item)
     transaction.__signature__ = inspect.Signature([  # type: ignore[attr-defined]
-        inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD),
         inspect.Parameter(engine_name, inspect.Parameter.KEYWORD_ONLY),
     ])
     return pytest_asyncio.fixture(transaction, loop_scope=scope, name=f"_recipes_transaction_{scope}")
 
 
 def _engine_fixture(scope: str) -> Any:
-    async def engine(request: pytest.FixtureRequest, db_engine: AsyncEngine, db_url: URL) -> AsyncIterator[AsyncEngine]:
+    async def engine(db_engine: AsyncEngine) -> AsyncIterator[AsyncEngine]:
         """A pooled engine created and disposed on this scope's loop, so that its connections
-        never meet another loop; on a function loop (one test: a pool cannot help) db_engine."""
+        never meet another loop; on a function loop (one test: a pool cannot help) db_engine.
+        (Only db_engine as argument: pytest looks up each argument of a fixture for every test
+        that uses it, cached or not.)"""
         if scope == "function":
             yield db_engine
             return
-        pooled = loop_engine(db_url)
+        pooled = loop_engine(db_engine.url)
         yield pooled
         await pooled.dispose()
 
@@ -305,14 +308,15 @@ for _scope in LOOP_SCOPES:
 
 
 @pytest.fixture(name=ANYIO)
-async def _recipes_transaction_anyio(request: pytest.FixtureRequest, db_engine: AsyncEngine) -> AsyncIterator[LoopTransaction]:
+async def _recipes_transaction_anyio(db_engine: AsyncEngine) -> AsyncIterator[LoopTransaction]:
     """anyio runs it in the test's runner: anyio_backend is among the test's fixtures."""
-    async with loop_transaction(request, db_engine, None) as state:
+    async with loop_transaction(db_engine, None) as state:
         yield state
 
 
 def _transaction(request: pytest.FixtureRequest, fixture: str) -> LoopTransaction:
     state: LoopTransaction = request.getfixturevalue(route(request, fixture))
+    state.item = request.node
     if fixture not in state.fixtures:
         state.fixtures.append(fixture)
     return state
@@ -531,7 +535,6 @@ def expect_violation(db_metadata: Any) -> _Callable[..., Any]:
 
 # -- sessionmakers the application holds: ini recipes_sessionmakers (recipes.sessionmakers) ---
 from .sessionmakers import (  # noqa: E402, F401 (pytest reads them from this module)
-    _recipes_sessionmakers,
     pytest_addoption_sessionmakers,
     pytest_configure_sessionmakers,
 )

@@ -275,3 +275,40 @@ def test_a_file_sqlite_database_the_user_named_is_never_touched(run_pytest, pyte
     result.assert_outcomes(passed=2, failed=1)
     assert hashlib.sha256(named.read_bytes()).hexdigest() == before
     assert sorted(p.name for p in pytester.path.glob("app*")) == ["app.db"], "a test file was left behind"
+
+
+KEPT_IN_MEMORY = """
+    import gc, pytest
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+    from recipes.loops import LoopTransaction
+
+    @pytest.mark.asyncio(loop_scope="session")
+    @pytest.mark.parametrize("n", range(20))
+    async def test_on_the_session_loop(db_session, n):
+        await db_session.commit()
+
+    @pytest.mark.asyncio
+    @pytest.mark.parametrize("n", range(20))
+    async def test_on_a_function_loop(db_session, n):
+        await db_session.commit()
+
+    def test_z_none_of_it_is_kept():
+        gc.collect()
+        kept = {kind.__name__: sum(isinstance(o, kind) for o in gc.get_objects())
+                for kind in (LoopTransaction, AsyncSession, AsyncConnection)}
+        assert kept == {"LoopTransaction": 0, "AsyncSession": 0, "AsyncConnection": 0}
+"""
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_tests_leave_no_connection_or_session_in_memory(backend, run_pytest, pytester, request):
+    """Each test's connection, sessions and their events go with the test: a long suite's
+    memory does not grow with them (nor Python's garbage collection get slower). The loop
+    guard's entry once held them to the end of the run."""
+    url = "sqlite+aiosqlite://" if backend == "sqlite" else _pg(request.getfixturevalue("pg_server_url"))
+    pytester.makepyfile(test_memory=textwrap.dedent(KEPT_IN_MEMORY))
+    pytester.makeconftest('pytest_plugins = ["recipes.plugin"]\n')
+
+    result = run_pytest("--db-url", url)
+
+    result.assert_outcomes(passed=41)

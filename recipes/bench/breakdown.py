@@ -56,12 +56,6 @@ SESSION, FUNCTION = "per test, session loop", "per new connection, function loop
 Layer = dict[str, Any]  # {"group": SESSION or FUNCTION, "ms", "cpu_ms", "spread_ms"}
 
 
-class _Request:
-    """What ``loop_transaction`` reads of pytest's request: only to word an error, never here."""
-
-    node = None
-
-
 async def _layers(database: TestDatabase, rounds: int) -> dict[str, Layer]:
     import asyncpg  # PostgreSQL only: the bench runs on SQLite without the postgres extra
 
@@ -115,7 +109,7 @@ async def _layers(database: TestDatabase, rounds: int) -> dict[str, Layer]:
                 await transaction.rollback()
 
         async def plugin_transaction() -> None:
-            async with loop_transaction(_Request(), plugin, "session") as state:  # type: ignore[arg-type]
+            async with loop_transaction(plugin, "session") as state:
                 session = state.sessionmaker()
                 state.sessions.append(session)
                 session.add(User(email=f"p{next(counter)}@x", name="u"))
