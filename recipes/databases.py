@@ -28,6 +28,7 @@ import asyncio
 import importlib
 import os
 import re
+import select
 import sqlite3
 import tempfile
 from collections.abc import Callable
@@ -337,23 +338,38 @@ def _replace_closed_connections(engine: AsyncEngine) -> None:
 
     asyncpg notices a closed socket when the event loop reads it: the server's last message,
     then the end of the stream, one pass of the loop each. While no loop ran (a sync test,
-    the time between two tests) neither was read, so the check lets the loop run a few
-    passes first. A connection the server has not closed (a network gone silent) is not
-    found this way; on a test database, which lives on this host or its CI network, the
-    server's restarts and terminations are what ends connections.
+    the time between two tests) neither was read. So the check asks the socket first whether
+    anything waits to be read (``select`` with no timeout, no round trip); only then does it
+    let the loop run a few passes and look again. A connection the server has not closed (a
+    network gone silent) is not found this way; on a test database, which lives on this host
+    or its CI network, the server's restarts and terminations are what ends connections.
     """
 
     async def closed(driver: Any) -> bool:
         for _ in range(3):
+            await asyncio.sleep(0)
             if driver.is_closed():
                 return True
-            await asyncio.sleep(0)
-        return bool(driver.is_closed())
+        return False
 
     @event.listens_for(engine.sync_engine, "checkout")
     def check(dbapi_connection: Any, record: Any, proxy: Any) -> None:
-        if dbapi_connection.run_async(closed):
+        driver = dbapi_connection.driver_connection
+        if driver.is_closed() or (_unread(driver) and dbapi_connection.run_async(closed)):
             raise DisconnectionError("the server closed this pooled connection")
+
+
+def _unread(driver: Any) -> bool:
+    """Whether the server sent anything that the event loop has not read yet (an idle
+    connection gets nothing but its end, or a NOTIFY); True where the socket is not found."""
+    transport = getattr(driver, "_transport", None)  # asyncpg's, not public: if it goes, look
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None:
+        return True
+    try:
+        return bool(select.select([sock.fileno()], [], [], 0)[0])
+    except (OSError, ValueError):  # closed under us
+        return True
 
 
 @dataclass
