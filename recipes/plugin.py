@@ -271,7 +271,9 @@ def db_engine(request: pytest.FixtureRequest, db_url: URL) -> Iterator[AsyncEngi
 # -- the per-test transaction on the test's own loop: recipes.loops says how and why ---------
 
 def _transaction_fixture(scope: str) -> Any:
-    engine_name = f"_recipes_engine_{scope}"
+    # on a function loop db_engine itself (NullPool: a pool could not outlive the test's loop),
+    # without an engine fixture in between, whose setup would be one more task on that loop
+    engine_name = "db_engine" if scope == "function" else f"_recipes_engine_{scope}"
 
     async def transaction(**engines: AsyncEngine) -> AsyncIterator[LoopTransaction]:
         async with loop_transaction(engines[engine_name], scope) as state:
@@ -289,12 +291,8 @@ def _transaction_fixture(scope: str) -> Any:
 def _engine_fixture(scope: str) -> Any:
     async def engine(db_engine: AsyncEngine) -> AsyncIterator[AsyncEngine]:
         """A pooled engine created and disposed on this scope's loop, so that its connections
-        never meet another loop; on a function loop (one test: a pool cannot help) db_engine.
-        (Only db_engine as argument: pytest looks up each argument of a fixture for every test
-        that uses it, cached or not.)"""
-        if scope == "function":
-            yield db_engine
-            return
+        never meet another loop. (Only db_engine as argument: pytest looks up each argument of
+        a fixture for every test that uses it, cached or not.)"""
         pooled = loop_engine(db_engine.url)
         yield pooled
         await pooled.dispose()
@@ -304,7 +302,8 @@ def _engine_fixture(scope: str) -> Any:
 
 for _scope in LOOP_SCOPES:
     globals()[f"_recipes_transaction_{_scope}"] = _transaction_fixture(_scope)
-    globals()[f"_recipes_engine_{_scope}"] = _engine_fixture(_scope)
+    if _scope != "function":
+        globals()[f"_recipes_engine_{_scope}"] = _engine_fixture(_scope)
 
 
 @pytest.fixture(name=ANYIO)

@@ -123,6 +123,10 @@ class SuiteResult:
     runs: int = 1
 
 
+def _uses_plugin(suite: Suite) -> bool:
+    return "recipes.plugin" in suite.conftest
+
+
 def _write_project(folder: Path, suite: Suite, url: str, tests: int) -> None:
     marker = '(loop_scope="session")' if suite.loop == "session" else ""
     body = _INSERT.format(fixture=suite.fixture) if suite.fixture else "    pass"
@@ -135,8 +139,9 @@ def _write_project(folder: Path, suite: Suite, url: str, tests: int) -> None:
         "asyncio_mode = strict",
         f"asyncio_default_fixture_loop_scope = {suite.loop}",
         f"asyncio_default_test_loop_scope = {suite.loop}",
-        "recipes_metadata = recipes.demo.models:Base",
     ]
+    if _uses_plugin(suite):
+        ini.append("recipes_metadata = recipes.demo.models:Base")
     if suite.ini == "sqla":
         ini += ["sqla_metadata = recipes.demo.models:Base", f"sqla_url = {url}"]
     (folder / "pytest.ini").write_text("\n".join(ini) + "\n")
@@ -167,6 +172,8 @@ def _run_in_project(suite: Suite, url: str, tests: int) -> tuple[float, float]:
         plugins = ["-p", "no:randomly", "-p", "no:cacheprovider", "-p", "no:faker"]
         if suite.ini != "sqla":
             plugins += ["-p", "no:sqla"]
+        if not _uses_plugin(suite):  # as in a project without this package: none of its hooks
+            plugins += ["-p", "no:recipes"]
         cpu = _children_cpu()
         start = time.perf_counter()
         done = subprocess.run(
