@@ -14,7 +14,7 @@ import pytest
 import pytest_asyncio
 from sqlalchemy import URL, make_url, text
 
-from recipes.databases import EMBEDDED_POSTGRES, dialect_of, make_engine, provision
+from recipes.databases import DEFAULT_URL, EMBEDDED_POSTGRES, dialect_of, make_engine, provision
 
 pytest_plugins = ["recipes.plugin", "pytester"]
 
@@ -41,6 +41,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for item in items:
             if item.get_closest_marker("surfaces"):
                 item.add_marker(pytest.mark.skip(reason=f"RECIPES_SKIP_SURFACES: {reason}"))
+    # Likewise the chapters on the database servers: every job runs them on the default (the
+    # workbook), one job on PostgreSQL and MariaDB too; the others say which, and skip those.
+    reason = os.environ.get("RECIPES_SKIP_SERVER_CHAPTERS")
+    if reason:
+        for item in items:
+            callspec = getattr(item, "callspec", None)
+            url = callspec.params.get("chapter_db_url") if callspec else None
+            if url is not None and url != DEFAULT_URL:
+                item.add_marker(pytest.mark.skip(reason=f"RECIPES_SKIP_SERVER_CHAPTERS: {reason}"))
 
 
 @pytest_asyncio.fixture

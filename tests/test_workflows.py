@@ -111,6 +111,14 @@ def test_the_test_suite_runs_the_readme_command_on_ci_runs_databases():
     assert job["env"]["RECIPES_DB_URL"] == "${{ matrix.databases }}"
     assert TESTS["env"]["RECIPES_REQUIRE_POSTGRES"] == "1"
     assert TESTS["env"]["RECIPES_REQUIRE_MYSQL"] == "1"
+    # MariaDB is required where the databases name it (the first Python's), as in .ci/run
+    assert job["env"]["RECIPES_REQUIRE_MYSQL"] == "${{ matrix.require_mysql }}"
+    assert {entry["python"]: entry["require_mysql"] for entry in include} == {
+        python: "1" if "mysql" in databases[python] else "0" for python in PYTHONS
+    }
+    assert "unset RECIPES_REQUIRE_MYSQL" in CI_RUN and "mysql" not in _ci_run("ONE_DRIVER")
+    # and the chapters on the servers are the first job's too (tests/conftest.py skips them)
+    assert "export RECIPES_SKIP_SERVER_CHAPTERS=" in CI_RUN
 
 
 def test_the_oldest_versions_run_as_ci_run_runs_them():
