@@ -158,10 +158,6 @@ def on_post_build(config: MkDocsConfig, **_: Any) -> None:
 
 # -- benchmark.md: tables rendered from docs/bench/results.json at build time ----------------
 
-# One figure counts as larger than another only if it is at least SPREAD times the other: the
-# widest run-to-run change of one ratio seen on one machine (db_session over the inline recipe,
-# in process: 0.68 to 1.10). Closer figures are "within noise"; benchmark.md says so.
-SPREAD = 1.6
 _BENCH = re.compile(r"<!-- bench:(\w+) -->")
 
 
@@ -169,20 +165,6 @@ def _table(headers: list[str], rows: list[list[str]], align: str) -> str:
     """A Markdown table; ``align`` has an l or r per column."""
     rule = ["---:" if side == "r" else "---" for side in align]
     return "\n".join("| " + " | ".join(line) + " |" for line in [headers, rule, *rows])
-
-
-def _compared(value: float, base: float) -> list[str]:
-    """[the ratio, more / less / within noise]."""
-    ratio = value / base
-    return [f"{ratio:.2f}", "more" if ratio >= SPREAD else "less" if ratio <= 1 / SPREAD
-            else "within noise"]
-
-
-def _target(low: float, high: float) -> str:
-    """A target that wants ``low <= high``: met or not met only SPREAD times clear of it."""
-    if low * SPREAD <= high:
-        return "met"
-    return "not met" if low >= high * SPREAD else "not shown: within noise of the target"
 
 
 def _verdicts(b: str, figures: dict[str, Any]) -> tuple[list[list[str]], list[list[str]]]:
