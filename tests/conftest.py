@@ -36,20 +36,24 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # One CI job checks the site and Binder for all: the others say where, and skip them.
-    reason = os.environ.get("RECIPES_SKIP_SURFACES")
-    if reason:
-        for item in items:
-            if item.get_closest_marker("surfaces"):
-                item.add_marker(pytest.mark.skip(reason=f"RECIPES_SKIP_SURFACES: {reason}"))
+    _skip_where("RECIPES_SKIP_SURFACES", items, lambda item: item.get_closest_marker("surfaces"))
     # Likewise the chapters on the database servers: every job runs them on the default (the
     # workbook), one job on PostgreSQL and MariaDB too; the others say which, and skip those.
-    reason = os.environ.get("RECIPES_SKIP_SERVER_CHAPTERS")
+    _skip_where("RECIPES_SKIP_SERVER_CHAPTERS", items, lambda item: _chapter_url(item) not in (None, DEFAULT_URL))
+
+
+def _skip_where(variable: str, items: list[pytest.Item], chosen: Callable[[pytest.Item], object]) -> None:
+    """Skip the chosen items, with the reason ``$variable`` gives, where it is set."""
+    reason = os.environ.get(variable)
     if reason:
         for item in items:
-            callspec = getattr(item, "callspec", None)
-            url = callspec.params.get("chapter_db_url") if callspec else None
-            if url is not None and url != DEFAULT_URL:
-                item.add_marker(pytest.mark.skip(reason=f"RECIPES_SKIP_SERVER_CHAPTERS: {reason}"))
+            if chosen(item):
+                item.add_marker(pytest.mark.skip(reason=f"{variable}: {reason}"))
+
+
+def _chapter_url(item: pytest.Item) -> str | None:
+    callspec = getattr(item, "callspec", None)
+    return callspec.params.get("chapter_db_url") if callspec else None
 
 
 @pytest_asyncio.fixture
