@@ -58,6 +58,15 @@ async def test_isolated(db_session, db_url, n):
         log.write(f"{os.environ.get('PYTEST_XDIST_WORKER', 'main')} {db_url.database}\\n")
 """
 
+CONFTEST = """
+import os
+
+def pytest_configure(config):  # the pid of each run this test starts, which names its files
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        with open(os.environ["RUNS_LOG"], "a") as log:
+            log.write(f"{os.getpid()}\\n")
+"""
+
 
 @pytest.fixture
 def project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.Pytester:
@@ -67,7 +76,8 @@ def project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path
     monkeypatch.setenv("BUILD_LOG", str(tmp_path / "builds.log"))
     monkeypatch.setenv("SEEN_LOG", str(tmp_path / "seen.log"))
     monkeypatch.setenv("PYTHONPATH", str(pytester.path), prepend=os.pathsep)
-    pytester.makepyfile(models=MODELS, test_items=TESTS)
+    monkeypatch.setenv("RUNS_LOG", str(tmp_path / "runs.log"))
+    pytester.makepyfile(models=MODELS, test_items=TESTS, conftest=CONFTEST)
     pytester.makeini(
         "[pytest]\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = function\n"
         "recipes_metadata = models:Base\n"
@@ -147,9 +157,9 @@ def mysql_leftovers(server: URL, name: str) -> list[str]:
                   "ORDER BY SCHEMA_NAME", prefix=f"{name}_test%")
 
 
-def leftovers(url: str, memory_before: set[str] = frozenset(), running: bool = False) -> list[str]:  # type: ignore[assignment]
-    """Test databases a run left beside the database ``url`` names (``running``: or that a run
-    still running has there)."""
+def leftovers(url: str, running: bool = False) -> list[str]:
+    """Test databases this test's runs left beside the database ``url`` names (``running``: or
+    that a run still running has there)."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "postgresql":
         return pg_leftovers(parsed, str(parsed.database))
@@ -157,20 +167,18 @@ def leftovers(url: str, memory_before: set[str] = frozenset(), running: bool = F
         return mysql_leftovers(parsed, str(parsed.database))
     if parsed.database:
         return sorted(p.name for p in Path(parsed.database).parent.glob("app_test*"))
-    # new since the run began, and of a run no longer alive (others may run beside this test)
-    return sorted(name for name in set(_memory_files()) - memory_before
-                  if running or not process_alive(int(name.split("-")[1])))
-
-
-def _memory_files() -> list[str]:
+    # in the shared folder, only the files named with the pid of a run of this test (the suite
+    # may run beside itself, and another job's killed run leaves files until its next run)
+    path = Path(os.environ["RUNS_LOG"])
+    ours = set(path.read_text().split()) if path.exists() else set()
     folder = Path("/dev/shm") if os.access("/dev/shm", os.W_OK) else Path("/tmp")
-    return [p.name for p in folder.glob("recipes-*.sqlite*")]
+    return sorted(p.name for p in folder.glob("recipes-*.sqlite*")
+                  if (owner := p.name.split("-")[1]) in ours and (running or not process_alive(int(owner))))
 
 
 # -- the tests -----------------------------------------------------------------------------------
 
 def test_each_worker_has_a_database_of_its_own_and_the_schema_is_built_once(project, named):
-    before = set(_memory_files())
     result = run(project, named, "-n", "2")
     result.assert_outcomes(passed=40)
     seen = logged("SEEN_LOG")
@@ -181,14 +189,13 @@ def test_each_worker_has_a_database_of_its_own_and_the_schema_is_built_once(proj
     ), databases  # each its own, named with the worker id
     # the schema built once, the workers' databases copied; on MySQL (no templates) per worker
     assert len(logged("BUILD_LOG")) == (2 if named.startswith("mysql") else 1)
-    assert leftovers(named, before) == []
+    assert leftovers(named) == []
 
 
 def test_a_run_without_workers_builds_its_schema_itself(project, named):
-    before = set(_memory_files())
     run(project, named).assert_outcomes(passed=40)
     assert logged("BUILD_LOG") == ["main"]
-    assert leftovers(named, before) == []
+    assert leftovers(named) == []
 
 
 @pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["one process", "two workers"])
@@ -218,7 +225,6 @@ def test_reuse_db_keeps_the_databases_while_the_schema_is_unchanged(project, nam
 
 
 def test_a_crashed_worker_leaves_no_database_behind(project, named):
-    before = set(_memory_files())
     project.makepyfile(test_crash="""
         import os, pytest
         async def test_the_worker_dies(db_session):
@@ -226,12 +232,11 @@ def test_a_crashed_worker_leaves_no_database_behind(project, named):
     """)
     result = run(project, named, "-n", "2")
     result.stdout.fnmatch_lines(["*worker*crashed*"])
-    assert leftovers(named, before) == []
+    assert leftovers(named) == []
 
 
 def test_a_killed_run_leaves_nothing_behind_after_the_next(project, named):
     """SIGKILL to pytest and its workers at once: no teardown runs anywhere."""
-    before = set(_memory_files())
     project.makepyfile(test_hang="""
         import os, time
         async def test_hangs(db_session):
@@ -248,9 +253,9 @@ def test_a_killed_run_leaves_nothing_behind_after_the_next(project, named):
     while not started.exists() and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.2)
     assert started.exists(), "the test never started"
-    assert leftovers(named, before, running=True), "the run had created nothing to leave behind"
+    assert leftovers(named, running=True), "the run had created nothing to leave behind"
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     (project.path / "test_hang.py").unlink()
     run(project, named, "-n", "2").assert_outcomes(passed=40)
-    assert leftovers(named, before) == []
+    assert leftovers(named) == []
