@@ -117,8 +117,31 @@ def test_the_test_suite_runs_the_readme_command_on_ci_runs_databases():
         python: "1" if "mysql" in databases[python] else "0" for python in PYTHONS
     }
     assert "unset RECIPES_REQUIRE_MYSQL" in CI_RUN and "mysql" not in _ci_run("ONE_DRIVER")
-    # and the chapters on the servers are the first job's too (tests/conftest.py skips them)
-    assert "export RECIPES_SKIP_SERVER_CHAPTERS=" in CI_RUN
+
+
+def test_each_chapter_runs_on_each_server_in_exactly_one_ci_job():
+    """.ci/run shares the chapters' runs on PostgreSQL and MariaDB out among its jobs
+    (tests/conftest.py skips the rest of them in each job): none may fall between two."""
+    from fnmatch import fnmatch
+
+    from test_notebooks import CHAPTERS, ON_MYSQL_TOO
+
+    shares = dict(re.findall(r'^\s+\[([\d.]+)\]="([^"]*)"$', _block(CI_RUN, "declare -A SERVER_CHAPTERS=("), re.M))
+    assert sorted(shares) == sorted(PYTHONS)
+    assert 'export RECIPES_SERVER_CHAPTERS="${SERVER_CHAPTERS[$version]}"' in CI_RUN
+    runs = [f"{chapter.stem}-postgresql" for chapter in CHAPTERS]
+    runs += [f"{chapter.stem}-mysql" for chapter in CHAPTERS if chapter.stem in ON_MYSQL_TOO]
+    jobs = {run: [python for python, share in shares.items()
+                  if any(fnmatch(run, pattern) for pattern in share.split())] for run in runs}
+    assert {run: found for run, found in jobs.items() if len(found) != 1} == {}
+    # MariaDB's chapter goes where MariaDB is required (a missing server fails, never skips)
+    assert all(found == [PYTHONS[0]] for run, found in jobs.items() if run.endswith("-mysql"))
+
+
+def _block(text: str, opening: str) -> str:
+    """From the line ``opening`` to the next line that is ``)``."""
+    start = text.index(f"\n{opening}\n")
+    return text[start:text.index("\n)\n", start)]
 
 
 def test_the_oldest_versions_run_as_ci_run_runs_them():
