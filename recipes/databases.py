@@ -63,13 +63,17 @@ __all__ = [
     "describe",
     "expand_environment",
     "dialect_of",
+    "is_memory",
     "driver_of",
     "make_engine",
     "make_test_engine",
     "mask",
+    "memory_folder",
     "provision",
+    "remove_sqlite",
     "resolve_urls",
     "same_database_numbers",
+    "sqlite_test_path",
     "validate_url",
 ]
 
@@ -223,9 +227,9 @@ def describe(raw: str, number: int = 1, run: Run | None = None, workers: bool = 
     url = make_url(raw)
     shown = url.render_as_string(hide_password=True)
     if url.get_backend_name() == "sqlite":
-        if _is_memory(url):
+        if is_memory(url):
             return f"{shown} (a throwaway SQLite database in memory{', one per worker' if workers else ''})"
-        return f"{shown} (tests run in {_sqlite_test_path(url, run, role).name} beside it{each}{kept})"
+        return f"{shown} (tests run in {sqlite_test_path(url, run, role).name} beside it{each}{kept})"
     default = "" if dialect_of(raw) == "mysql" else "postgres"  # MySQL: the URL must name one
     if dialect_of(raw) == "mysql":  # not kept: recipes.mysql
         run, kept = Run(run.owner, run.worker), ""
@@ -443,11 +447,12 @@ def provision(raw: str, number: int = 1, run: Run | None = None, create: bool = 
 
 # -- SQLite ----------------------------------------------------------------------------------
 
-def _is_memory(url: URL) -> bool:
+def is_memory(url: URL) -> bool:
+    """Whether ``url`` names SQLite's in-memory database (the default's throwaway files)."""
     return url.database in (None, "", ":memory:")
 
 
-def _sqlite_test_path(url: URL, run: Run | None = None, role: str | None = None) -> Path:
+def sqlite_test_path(url: URL, run: Run | None = None, role: str | None = None) -> Path:
     """``app_test_<pid>.db`` beside ``app.db`` (``app_test_<pid>_gw0.db`` for a worker,
     ``app_test.db`` kept by ``--reuse-db``: :meth:`Run.name`)."""
     path = Path(url.database or "")
@@ -461,7 +466,7 @@ def memory_folder() -> Path:
 
 def _provision_sqlite(raw: str, url: URL, run: Run, create: bool = True) -> TestDatabase:
     kept = False
-    if _is_memory(url):  # rebuilt every run, --reuse-db or not: it is in RAM, and cheap
+    if is_memory(url):  # rebuilt every run, --reuse-db or not: it is in RAM, and cheap
         folder = memory_folder()
         _remove_stale(folder)
         if run.worker:  # a name the worker's clone of the schema can find
@@ -469,7 +474,7 @@ def _provision_sqlite(raw: str, url: URL, run: Run, create: bool = True) -> Test
         else:
             path = Path(tempfile.mkstemp(prefix=f"recipes-{run.owner}-", suffix=".sqlite", dir=folder)[1])
     else:
-        path = _sqlite_test_path(url, run).resolve()
+        path = sqlite_test_path(url, run).resolve()
         if not path.parent.is_dir():
             raise DatabaseConfigError(f"cannot create {path}: its folder does not exist")
         _remove_stale_beside(path.parent, Path(url.database or "").stem)
@@ -480,7 +485,7 @@ def _provision_sqlite(raw: str, url: URL, run: Run, create: bool = True) -> Test
             keeper.execute("PRAGMA journal_mode=WAL")
         keeper.close()
     database = TestDatabase(raw, url.set(database=str(path), query={}), run=run)
-    if not run.reuse or _is_memory(url):
+    if not run.reuse or is_memory(url):
         database._cleanups.append(lambda: remove_sqlite(path))
     return database
 

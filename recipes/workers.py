@@ -40,7 +40,7 @@ import pytest
 from filelock import FileLock
 from sqlalchemy import URL, make_url
 
-from .databases import EMBEDDED_POSTGRES, TestDatabase, _is_memory, _sqlite_test_path, memory_folder, remove_sqlite
+from .databases import EMBEDDED_POSTGRES, TestDatabase, is_memory, sqlite_test_path, memory_folder, remove_sqlite
 from . import mysql
 from .janitor import (
     build_template,
@@ -118,8 +118,8 @@ def _build_sqlite(database: TestDatabase, fingerprint: str, build: Callable[[URL
         return
     if run.worker and run.shared:
         requested = make_url(database.requested)
-        template = (memory_folder() / f"recipes-{run.owner}-template.sqlite" if _is_memory(requested)
-                    else _sqlite_test_path(requested, run, role="template").resolve())
+        template = (memory_folder() / f"recipes-{run.owner}-template.sqlite" if is_memory(requested)
+                    else sqlite_test_path(requested, run, role="template").resolve())
         with _lock(run, template.name):
             built, found = f"{fingerprint} {run.owner}", _stamp(template) or ""  # and by which run
             if found.split(" ")[0] != fingerprint or (run.create and found != built):  # --create-db: this run's
@@ -191,7 +191,7 @@ def sweep(config: pytest.Config, urls: list[str]) -> None:
                 mysql.drop_run_databases(url, owner)
         if url.get_backend_name() == "sqlite":
             folder, pattern = (
-                (memory_folder(), f"recipes-{owner}-*") if _is_memory(url)
+                (memory_folder(), f"recipes-{owner}-*") if is_memory(url)
                 else (Path(url.database or "").resolve().parent, f"{Path(url.database or '').stem}_test_{owner}_*")
             )
             for path in folder.glob(pattern):

@@ -11,10 +11,12 @@ import pytest
 from sqlalchemy import Column, Integer, MetaData, Table, URL, insert, select, text
 
 from recipes import mysql
-from recipes.databases import DatabaseConfigError, TestDatabase, make_engine
+from recipes.databases import DatabaseConfigError, TestDatabase
 from recipes.demo.models import User
 from recipes.schema import create_tables
 from recipes.transactions import ImplicitCommitError
+
+from servers import admin
 
 SECRET = "hunter2"
 DEAD_PID = 2**22 + 17  # a pid no process has
@@ -23,27 +25,14 @@ DEAD_PID = 2**22 + 17  # a pid no process has
 OWN = 5
 
 
-async def _admin(url: URL, *statements: str) -> list:
-    engine = make_engine(url, isolation_level="AUTOCOMMIT")
-    results = []
-    try:
-        async with engine.connect() as connection:
-            for statement in statements:
-                result = await connection.execute(text(statement))
-                results.append(result.all() if result.returns_rows else None)
-    finally:
-        await engine.dispose()
-    return results
-
-
 def _databases(url: URL, like: str) -> list[str]:
-    (rows,) = asyncio.run(_admin(url, f"SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE '{like}'"))
+    (rows,) = asyncio.run(admin(url, f"SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE '{like}'"))
     return [name for (name,) in rows]
 
 
 def _marked(url: URL, name: str, pid: int, host: str | None = None) -> None:
     mark = f"recipes test database; pid={pid}; host={host or socket.gethostname()}"
-    asyncio.run(_admin(url, f"CREATE DATABASE `{name}`",
+    asyncio.run(admin(url, f"CREATE DATABASE `{name}`",
                        f"CREATE PROCEDURE `{name}`.recipes_test_database() COMMENT '{mark}' BEGIN END"))
 
 
@@ -52,7 +41,7 @@ def test_a_test_database_is_created_beside_marked_and_dropped(mysql_server_url):
     try:
         assert url.database == f"{mysql_server_url.database}_test_{os.getpid()}_{OWN}"
         assert _databases(mysql_server_url, url.database) == [url.database]
-        (rows,) = asyncio.run(_admin(url, "SELECT DATABASE()"))
+        (rows,) = asyncio.run(admin(url, "SELECT DATABASE()"))
         assert rows == [(url.database,)]
     finally:
         drop()
@@ -70,7 +59,7 @@ def test_the_leftover_of_a_dead_run_is_dropped_and_a_foreign_database_never(mysq
     stale, foreign, elsewhere = (f"{base}_test_{DEAD_PID}", f"{base}_test_{DEAD_PID + 1}",
                                  f"{base}_test_{DEAD_PID + 2}")
     _marked(mysql_server_url, stale, DEAD_PID)
-    asyncio.run(_admin(mysql_server_url, f"CREATE DATABASE `{foreign}`"))  # not marked: not ours
+    asyncio.run(admin(mysql_server_url, f"CREATE DATABASE `{foreign}`"))  # not marked: not ours
     _marked(mysql_server_url, elsewhere, DEAD_PID, host="another-host")  # another host's run
     try:
         url, drop = mysql.create_test_database(mysql_server_url, OWN)
@@ -78,13 +67,13 @@ def test_the_leftover_of_a_dead_run_is_dropped_and_a_foreign_database_never(mysq
         assert [name for name in (stale, foreign, elsewhere) if _databases(mysql_server_url, name)] == [
             foreign, elsewhere]
     finally:
-        asyncio.run(_admin(mysql_server_url, f"DROP DATABASE IF EXISTS `{foreign}`",
+        asyncio.run(admin(mysql_server_url, f"DROP DATABASE IF EXISTS `{foreign}`",
                            f"DROP DATABASE IF EXISTS `{elsewhere}`", f"DROP DATABASE IF EXISTS `{stale}`"))
 
 
 def test_an_existing_database_of_the_name_is_an_error_that_names_it(mysql_server_url):
     name = f"{mysql_server_url.database}_test_{os.getpid()}_{OWN}"
-    asyncio.run(_admin(mysql_server_url, f"CREATE DATABASE `{name}`", f"CREATE TABLE `{name}`.precious (x int)"))
+    asyncio.run(admin(mysql_server_url, f"CREATE DATABASE `{name}`", f"CREATE TABLE `{name}`.precious (x int)"))
     try:
         with pytest.raises(DatabaseConfigError) as refused:
             mysql.create_test_database(mysql_server_url, OWN)
@@ -93,7 +82,7 @@ def test_an_existing_database_of_the_name_is_an_error_that_names_it(mysql_server
             "created by someone else: it is left alone; drop or rename it yourself")
         assert _databases(mysql_server_url, name) == [name]  # untouched
     finally:
-        asyncio.run(_admin(mysql_server_url, f"DROP DATABASE IF EXISTS `{name}`"))
+        asyncio.run(admin(mysql_server_url, f"DROP DATABASE IF EXISTS `{name}`"))
 
 
 @pytest.mark.parametrize(
@@ -119,7 +108,7 @@ def test_connection_failures_are_one_line_without_the_password(mysql_server_url,
 
 def test_a_user_without_create_is_told_what_to_grant(mysql_server_url):
     user = f"recipes_nocreate_{os.getpid()}"
-    asyncio.run(_admin(mysql_server_url, f"DROP USER IF EXISTS '{user}'@'%'",
+    asyncio.run(admin(mysql_server_url, f"DROP USER IF EXISTS '{user}'@'%'",
                        f"CREATE USER '{user}'@'%' IDENTIFIED BY '{SECRET}'",
                        f"GRANT SELECT ON `{mysql_server_url.database}`.* TO '{user}'@'%'"))
     try:
@@ -129,7 +118,7 @@ def test_a_user_without_create_is_told_what_to_grant(mysql_server_url):
         assert f"user {user!r} may not create the test database" in message
         assert "GRANT ALL ON" in message and SECRET not in message
     finally:
-        asyncio.run(_admin(mysql_server_url, f"DROP USER IF EXISTS '{user}'@'%'"))
+        asyncio.run(admin(mysql_server_url, f"DROP USER IF EXISTS '{user}'@'%'"))
 
 
 def test_a_url_without_a_database_is_refused(mysql_server_url):
@@ -150,7 +139,7 @@ async def test_ddl_in_the_test_transaction_is_refused_before_it_commits(db_conne
         await db_connection.execute(text("TRUNCATE TABLE users"))
 
     assert await observe("users") == 0  # nothing was committed: Ada is the test's alone
-    (tables,) = await _admin(db_url, "SHOW TABLES LIKE 'leaked'")
+    (tables,) = await admin(db_url, "SHOW TABLES LIKE 'leaked'")
     assert tables == []
     # A temporary table commits nothing, and goes with the connection.
     await db_connection.execute(text("CREATE TEMPORARY TABLE scratch (x int)"))

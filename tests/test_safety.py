@@ -8,9 +8,9 @@ import os
 import textwrap
 
 import pytest
-from sqlalchemy import URL, text
+from sqlalchemy import URL
 
-from recipes.databases import make_engine
+from servers import admin
 
 SECRET = "hunter2"
 
@@ -19,28 +19,15 @@ def _pg(url: URL) -> str:
     return url.render_as_string(hide_password=False)
 
 
-async def _admin(url: URL, *statements: str) -> list:
-    engine = make_engine(url, isolation_level="AUTOCOMMIT")
-    results = []
-    try:
-        async with engine.connect() as connection:
-            for statement in statements:
-                result = await connection.execute(text(statement))
-                results.append(result.all() if result.returns_rows else None)
-    finally:
-        await engine.dispose()
-    return results
-
-
 @pytest.fixture
 def named_database(pg_server_url: URL):
     """A database the user named, with data of its own, on the PostgreSQL under test."""
     name = f"recipes_named_{os.getpid()}"
-    asyncio.run(_admin(pg_server_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)", f"CREATE DATABASE {name}"))
+    asyncio.run(admin(pg_server_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)", f"CREATE DATABASE {name}"))
     url = pg_server_url.set(database=name)
-    asyncio.run(_admin(url, "CREATE TABLE precious (x int)", "INSERT INTO precious VALUES (42)"))
+    asyncio.run(admin(url, "CREATE TABLE precious (x int)", "INSERT INTO precious VALUES (42)"))
     yield url
-    asyncio.run(_admin(pg_server_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+    asyncio.run(admin(pg_server_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
 
 
 def test_the_named_server_database_is_untouched(run_pytest, pytester, named_database, pg_server_url):
@@ -59,7 +46,7 @@ def test_the_named_server_database_is_untouched(run_pytest, pytester, named_data
 
     result.assert_outcomes(passed=1)
     tables, rows = asyncio.run(
-        _admin(
+        admin(
             named_database,
             "SELECT tablename FROM pg_tables WHERE schemaname = 'public'",
             "SELECT x FROM precious",
@@ -68,7 +55,7 @@ def test_the_named_server_database_is_untouched(run_pytest, pytester, named_data
     assert tables == [("precious",)]  # no users, no posts: no DDL ran here
     assert rows == [(42,)]
     (left,) = asyncio.run(
-        _admin(pg_server_url, f"SELECT datname FROM pg_database WHERE datname LIKE '{named_database.database}_test_%'")
+        admin(pg_server_url, f"SELECT datname FROM pg_database WHERE datname LIKE '{named_database.database}_test_%'")
     )
     assert left == [], "the test database was not dropped at the end"
 
@@ -77,14 +64,14 @@ def test_a_database_with_the_test_name_that_is_not_ours_is_left_alone(named_data
     from recipes.databases import DatabaseConfigError, provision
 
     name = f"{named_database.database}_test_{os.getpid()}"
-    asyncio.run(_admin(pg_server_url, f"CREATE DATABASE {name}"))
+    asyncio.run(admin(pg_server_url, f"CREATE DATABASE {name}"))
     try:
         with pytest.raises(DatabaseConfigError, match="created by someone else"):
             provision(_pg(named_database))
-        (exists,) = asyncio.run(_admin(pg_server_url, f"SELECT 1 FROM pg_database WHERE datname = '{name}'"))
+        (exists,) = asyncio.run(admin(pg_server_url, f"SELECT 1 FROM pg_database WHERE datname = '{name}'"))
         assert exists == [(1,)]
     finally:
-        asyncio.run(_admin(pg_server_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        asyncio.run(admin(pg_server_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
 
 
 def test_a_crashed_runs_marked_database_is_dropped_by_the_next_run(named_database, pg_server_url):
@@ -95,7 +82,7 @@ def test_a_crashed_runs_marked_database_is_dropped_by_the_next_run(named_databas
     import socket
 
     asyncio.run(
-        _admin(
+        admin(
             pg_server_url,
             f"DROP DATABASE IF EXISTS {name}",
             f"CREATE DATABASE {name}",
@@ -104,7 +91,7 @@ def test_a_crashed_runs_marked_database_is_dropped_by_the_next_run(named_databas
     )
     database = provision(_pg(named_database))
     database.close()
-    (left,) = asyncio.run(_admin(pg_server_url, f"SELECT 1 FROM pg_database WHERE datname = '{name}'"))
+    (left,) = asyncio.run(admin(pg_server_url, f"SELECT 1 FROM pg_database WHERE datname = '{name}'"))
     assert left == []
 
 
@@ -225,13 +212,13 @@ def test_an_unknown_role_gets_one_clear_line(run_pytest, pytester, pg_server_url
 @by_driver
 def test_a_role_that_may_not_create_databases_is_told_what_to_do(run_pytest, pytester, pg_server_url, driver):
     role = f"recipes_nocreate_{os.getpid()}"
-    asyncio.run(_admin(pg_server_url, f"DROP ROLE IF EXISTS {role}", f"CREATE ROLE {role} LOGIN NOCREATEDB"))
+    asyncio.run(admin(pg_server_url, f"DROP ROLE IF EXISTS {role}", f"CREATE ROLE {role} LOGIN NOCREATEDB"))
     try:
         pytester.makepyfile(textwrap.dedent(SIMPLE_TEST))
         url = _pg(pg_server_url.set(drivername=f"postgresql+{driver}", username=role, password=SECRET))
         _assert_one_clear_line(run_pytest("--db-url", url), "may not create databases", "CREATEDB")
     finally:
-        asyncio.run(_admin(pg_server_url, f"DROP ROLE IF EXISTS {role}"))
+        asyncio.run(admin(pg_server_url, f"DROP ROLE IF EXISTS {role}"))
 
 
 def test_a_crashed_runs_in_memory_sqlite_file_is_removed_by_the_next_run():

@@ -18,10 +18,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import URL, make_url, text
+from sqlalchemy import URL, make_url
 
-from recipes.databases import make_engine
 from recipes.janitor import process_alive, run_coroutine
+
+from servers import admin
 
 MODELS = """
 import os
@@ -127,24 +128,12 @@ def named(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 def _query(server: URL, *statements: str, **params: str) -> list[str]:
     """Run ``statements`` on the server (AUTOCOMMIT); the first column of the last one's rows."""
-
-    async def go() -> list[str]:
-        engine = make_engine(server, isolation_level="AUTOCOMMIT")
-        try:
-            async with engine.connect() as connection:
-                rows: list[str] = []
-                for statement in statements:
-                    result = await connection.execute(text(statement), params)
-                    rows = list(result.scalars().all()) if result.returns_rows else []
-                return rows
-        finally:
-            await engine.dispose()
-
-    return run_coroutine(go)
+    last = run_coroutine(lambda: admin(server, *statements, **params))[-1]
+    return [row[0] for row in last or []]
 
 
 def _admin(server: URL, *statements: str) -> None:
-    _query(server, *statements)
+    run_coroutine(lambda: admin(server, *statements))
 
 
 def pg_leftovers(server: URL, name: str) -> list[str]:
