@@ -483,41 +483,52 @@ def db_factories(
     (function), seeded from the test's node id (the seed is printed when the test fails), with
     factory_boy's sequences restarted at 0. Yields ``db_session``."""
     factories = _factories()
+    _register_factory_hooks(request.config)  # for a test that asked request.getfixturevalue
     seed = request.node.stash[_FACTORY_SEED] = factories.seed_for(request.node.nodeid)
     factories.seed_factories(seed)
     with factories.bind_session(db_session):
         yield db_session
 
 
-@pytest.hookimpl(specname="pytest_runtest_setup", wrapper=True)
-def pytest_runtest_setup_factories(item: pytest.Item) -> Iterator[None]:
-    result = yield
-    if _FACTORY_SEED in item.stash:  # the test body goes on where its fixtures left the generators
-        item.stash[_FACTORY_STATE] = _factories().random_state()
-    return result
+@pytest.hookimpl(specname="pytest_collection_finish")
+def pytest_collection_finish_factories(session: pytest.Session) -> None:
+    # The three hooks below run only in a run that has a test using db_factories: every other
+    # test, in every project that installs the plugin, pays nothing for them.
+    if any("db_factories" in getattr(item, "fixturenames", ()) for item in session.items):
+        _register_factory_hooks(session.config)
 
 
-@pytest.hookimpl(specname="pytest_pyfunc_call", wrapper=True)
-def pytest_pyfunc_call_factories(pyfuncitem: pytest.Function) -> Iterator[Any]:
-    # pytest-randomly reseeds factory_boy, Faker and polyfactory just before the test body
-    if _FACTORY_STATE in pyfuncitem.stash:
-        _factories().set_random_state(pyfuncitem.stash[_FACTORY_STATE])
-    return (yield)
+def _register_factory_hooks(config: pytest.Config) -> None:
+    if not config.pluginmanager.has_plugin("recipes-factories"):
+        config.pluginmanager.register(_FactoryHooks(), "recipes-factories")
 
 
-@pytest.hookimpl(specname="pytest_runtest_makereport", wrapper=True)
-def pytest_runtest_makereport_factories(
-    item: pytest.Item, call: pytest.CallInfo[None]
-) -> Iterator[Any]:
-    report = yield
-    if report.failed and _FACTORY_SEED in item.stash:
-        seed = item.stash[_FACTORY_SEED]
-        report.sections.append((
-            "recipes factories",
-            f"seed {seed}, from the test's node id: every run of this test makes the same data "
-            f"(outside pytest: recipes.factories.seed_factories({seed}))",
-        ))
-    return report
+class _FactoryHooks:
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> Iterator[None]:
+        result = yield
+        if _FACTORY_SEED in item.stash:  # the test body goes on where its fixtures left the generators
+            item.stash[_FACTORY_STATE] = _factories().random_state()
+        return result
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_pyfunc_call(self, pyfuncitem: pytest.Function) -> Iterator[Any]:
+        # pytest-randomly reseeds factory_boy, Faker and polyfactory just before the test body
+        if _FACTORY_STATE in pyfuncitem.stash:
+            _factories().set_random_state(pyfuncitem.stash[_FACTORY_STATE])
+        return (yield)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[Any]:
+        report = yield
+        if report.failed and _FACTORY_SEED in item.stash:
+            seed = item.stash[_FACTORY_SEED]
+            report.sections.append((
+                "recipes factories",
+                f"seed {seed}, from the test's node id: every run of this test makes the same data "
+                f"(outside pytest: recipes.factories.seed_factories({seed}))",
+            ))
+        return report
 
 
 # -- constraint tests: recipes.constraints ---------------------------------------------------

@@ -463,6 +463,44 @@ def test_the_seed_is_in_the_failure_report_and_the_same_on_a_rerun(run_pytest, p
     assert _seed_and_data(first)[0] == seed_for("test_project.py::test_fails_with_its_data")
 
 
+ASKS_AT_RUN_TIME = """
+    import pytest
+    from conftest_factories import UserFactory
+
+    @pytest.fixture
+    def late(request):  # db_factories, though not among any test's fixtures
+        return request.getfixturevalue("db_factories")
+
+    @pytest.mark.asyncio
+    async def test_fails_with_its_data(late):
+        user = await UserFactory.create()
+        assert False, f"data: {user.name}"
+
+    def test_without_factories(request, db_session):
+        names = [name for name, _ in request.config.pluginmanager.list_name_plugin()]
+        assert ("recipes-factories" in names) == request.config.getoption("--asked")
+"""
+
+
+@pytest.mark.parametrize("asked", [True, False], ids=["getfixturevalue", "no test asks"])
+def test_the_factory_hooks_run_only_where_a_test_asks_for_db_factories(run_pytest, pytester, asked):
+    """They are registered once a test names db_factories (at collection) or gets it (at run
+    time): a run without it runs none of them, and one that gets it late still reports the seed."""
+    _project(pytester, ASKS_AT_RUN_TIME)
+    pytester.makeconftest(
+        (pytester.path / "conftest.py").read_text()
+        + '\ndef pytest_addoption(parser):\n    parser.addoption("--asked", action="store_true")\n'
+    )
+
+    result = run_pytest("-p", "no:randomly", *(["--asked"] if asked else ["-k", "without"]))
+
+    if asked:  # test 1 registers them, so test 2 finds them
+        result.assert_outcomes(failed=1, passed=1)
+        result.stdout.fnmatch_lines(["*- recipes factories -*", "seed *"])
+    else:
+        result.assert_outcomes(passed=1, deselected=1)
+
+
 def test_pytest_randomly_does_not_change_a_tests_data(pytester, monkeypatch):
     """pytest-randomly reseeds factory_boy, Faker and polyfactory before each test body, with a
     seed of its own; the test's data must still follow the test's seed."""
