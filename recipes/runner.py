@@ -8,7 +8,9 @@ the notebook's folder, one cell at a time, and fails a notebook when:
 - a cell marked to fail (tag ``raises-exception`` and metadata
   ``{"recipes": {"expect": "text", "why": "one sentence"}}``) does not fail, or its output does
   not contain the text; the site shows the sentence under the failure;
-- a cell runs longer than the timeout, so a hang fails instead of blocking CI;
+- a cell runs longer than the timeout, so a hang fails instead of blocking CI (a cell that
+  measures, running pytest many times, may be marked ``{"recipes": {"timeouts": N}}``: it
+  gets N times the timeout, which a busy CI machine needs);
 - a recipe cell (metadata ``{"recipes": {"recipe": "module:qualname"}}``) differs from the
   source of that object: the notebook teaches exactly what ``recipes/`` ships.
 
@@ -108,6 +110,11 @@ def default_notebooks() -> list[Path]:
 
 def _marks(cell: Any) -> dict[str, Any]:
     return cell.get("metadata", {}).get("recipes", {})
+
+
+def _timeout(cell: Any, timeout: int) -> int:
+    """The cell's time limit in seconds: the run's, times the cell's ``timeouts`` mark."""
+    return timeout * int(_marks(cell).get("timeouts", 1))
 
 
 def _lines(source: str) -> list[str]:
@@ -251,7 +258,7 @@ async def _execute(client: NotebookClient, result: NotebookResult, env: dict[str
             try:
                 await client.async_execute_cell(cell, index, client.code_cells_executed + 1)
             except CellTimeoutError:
-                result.problems.append(f"cell {index + 1}: still running after {client.timeout} s")
+                result.problems.append(f"cell {index + 1}: still running after {_timeout(cell, client.timeout)} s")
                 client.shutdown_kernel = "immediate"  # a hung kernel does not answer a polite one
                 return
             except DeadKernelError:
@@ -294,6 +301,7 @@ def execute_notebook(
     client = NotebookClient(
         nbformat.read(path, as_version=4),
         timeout=timeout,
+        timeout_func=lambda cell: _timeout(cell, timeout),
         kernel_name="python3",
         allow_errors=True,  # we judge every error ourselves, against the cell's marks
         coalesce_streams=True,  # one block of text per cell, as Jupyter shows it

@@ -112,6 +112,21 @@ def test_a_hanging_cell_fails_when_the_timeout_expires(copies: Path) -> None:
 
 
 @pytest.mark.notebooks
+def test_a_cell_marked_with_timeouts_gets_that_many(copies: Path) -> None:
+    """A measuring cell may take several times the timeout; the mark says how many."""
+    notebook = nbformat.read(copies / "hanging.ipynb", as_version=4)
+    notebook.cells[1].source = "import time\n\ntime.sleep(3)"
+    notebook.cells[1].metadata["recipes"] = {"timeouts": 3}
+    nbformat.write(notebook, copies / "measuring.ipynb")
+
+    assert execute_notebook(copies / "measuring.ipynb", db_url=SQLITE, timeout=2).problems == []
+    del notebook.cells[1].metadata["recipes"]
+    nbformat.write(notebook, copies / "measuring.ipynb")
+    result = execute_notebook(copies / "measuring.ipynb", db_url=SQLITE, timeout=2)
+    assert result.problems == ["cell 2: still running after 2 s"]
+
+
+@pytest.mark.notebooks
 def test_a_drifted_recipe_cell_fails_the_run(copies: Path) -> None:
     result = execute_notebook(copies / "drifted.ipynb", db_url=SQLITE)
 
