@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import URL, make_url
 
+from recipes.databases import memory_folder
 from recipes.janitor import process_alive, run_coroutine
 
 from servers import admin
@@ -160,8 +161,7 @@ def leftovers(url: str, running: bool = False) -> list[str]:
     # may run beside itself, and another job's killed run leaves files until its next run)
     path = Path(os.environ["RUNS_LOG"])
     ours = set(path.read_text().split()) if path.exists() else set()
-    folder = Path("/dev/shm") if os.access("/dev/shm", os.W_OK) else Path("/tmp")
-    return sorted(p.name for p in folder.glob("recipes-*.sqlite*")
+    return sorted(p.name for p in memory_folder().glob("recipes-*.sqlite*")
                   if (owner := p.name.split("-")[1]) in ours and (running or not process_alive(int(owner))))
 
 
