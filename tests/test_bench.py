@@ -4,6 +4,7 @@ timing belongs in the benchmark, never in a test); the targets' verdicts follow 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -28,7 +29,8 @@ def test_the_benchmark_prints_its_tables_and_targets_and_writes_json(tmp_path, p
                  "asyncpg connect + close(), defaults (ssl=prefer)", "targets",
                  "at most 1.10 times the inline create_savepoint recipe",
                  "function loop: at most 5 ms per test", "pytest-xdist", "-n 2",
-                 "pytest -n 2 at least 1.3 times as fast as -n 0"]:
+                 "pytest -n 2 at least 1.3 times as fast as -n 0", "CPU s: pytest",
+                 *(["CPU: -n 0", f"on {os.cpu_count()} cores at best"] if os.path.exists("/proc/stat") else [])]:
         assert line in done.stdout, done.stdout
     report = json.loads(out.read_text())
     assert set(report["machine"]["databases"]) == {"sqlite", "postgresql"}
@@ -42,7 +44,12 @@ def test_the_benchmark_prints_its_tables_and_targets_and_writes_json(tmp_path, p
     assert suites[("no database", "session")]["per_test_ms"] is None
     assert ("truncate", "session") not in suites  # --suites leaves it out
     for backend in ("sqlite", "postgresql"):
-        assert [w["workers"] for w in report["backends"][backend]["xdist"]] == [0, 1, 2]
+        runs = report["backends"][backend]["xdist"]
+        assert [w["workers"] for w in runs] == [0, 1, 2]
+        # where the time went: every pytest process wrote its CPU time, the workers too
+        linux = os.path.exists("/proc/stat")  # the machine's busy time: Linux only
+        assert all(w["pytest_cpu_s"] > 0 and (w["rest_cpu_s"] is not None) == linux for w in runs)
+        assert [w["workers_cpu_s"] > 0 for w in runs] == [False, True, True]
         targets = report["backends"][backend]["targets"]
         assert targets and all(t["verdict"] == verdict(t["value"], t["limit"], t["noise"]) for t in targets)
 

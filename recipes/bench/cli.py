@@ -141,11 +141,16 @@ def _bench(args: argparse.Namespace) -> int:
                 print(f"\npytest-xdist: {tests} database tests (db_session, session loop), wall time of "
                       f"the whole command, minimum of {worker_runs} interleaved runs:")
                 print(_table(
-                    ["workers", "wall s", "spread", "x (-n 0)"],
+                    ["workers", "wall s", "spread", "x (-n 0)", "CPU s: pytest", "workers", "rest (server)",
+                     "cores busy"],
                     [[f"-n {w.workers}", f"{w.wall_s:.2f}",
                       "-" if w.spread_s is None else f"± {w.spread_s:.2f}",
-                      "-" if w.speedup is None else f"{w.speedup:.2f}"] for w in workers],
+                      "-" if w.speedup is None else f"{w.speedup:.2f}",
+                      *("-" if v is None else f"{v:.2f}"
+                        for v in (w.pytest_cpu_s, w.workers_cpu_s, w.rest_cpu_s, w.cores))] for w in workers],
                 ), flush=True)
+                print("(CPU: of the run that counts; pytest is the controller, or the only process under "
+                      "-n 0; the rest is the machine's other busy time: the database server, and others)")
             layers = breakdown(database, rounds=rounds) if database.dialect == "postgresql" else {}
             if layers:
                 print(f"\nwhere the time goes (PostgreSQL), median of {rounds} rounds, interleaved:")

@@ -21,6 +21,7 @@ The targets:
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from .strategies import Measurement
@@ -60,9 +61,23 @@ def _pm(noise: float | None) -> str:
     return "" if noise is None else f" ± {noise:.2f}"
 
 
+def _ceiling(serial: WorkersResult, two: WorkersResult, cores: int) -> str:
+    """What the CPU of -n 2 allows: its CPU seconds spread evenly over every core, without a
+    moment idle, is the shortest its wall time can be; -n 0's wall over that, the best speedup."""
+    spent = [two.pytest_cpu_s, two.workers_cpu_s, two.rest_cpu_s]
+    if None in spent or serial.pytest_cpu_s is None or serial.rest_cpu_s is None or not cores:
+        return ""
+    total, alone = sum(spent), serial.pytest_cpu_s + serial.rest_cpu_s  # type: ignore[arg-type, operator]
+    return (f"; CPU: -n 0 {alone:.2f} s, -n 2 {total:.2f} s (controller {two.pytest_cpu_s:.2f}, workers "
+            f"{two.workers_cpu_s:.2f}, server and rest {two.rest_cpu_s:.2f}): on {cores} cores at best "
+            f"{total / cores:.2f} s, {serial.wall_s / (total / cores):.2f} times")
+
+
 def targets(backend: str, strategies: list[Measurement], suites: list[SuiteResult],
-            workers: list[WorkersResult] = ()) -> list[Target]:  # type: ignore[assignment]
-    """Every target the figures of one database can judge."""
+            workers: list[WorkersResult] = (), cores: int | None = None) -> list[Target]:  # type: ignore[assignment]
+    """Every target the figures of one database can judge (``cores``: the machine's, by default
+    this one's)."""
+    cores = cores or os.cpu_count() or 0
     found: list[Target] = []
 
     def add(target: str, figure: str, value: float, limit: float, noise: float | None) -> None:
@@ -113,6 +128,6 @@ def targets(backend: str, strategies: list[Measurement], suites: list[SuiteResul
         noise = _noise(two.spread_s and 1.3 * two.spread_s, serial.spread_s)
         add("pytest -n 2 at least 1.3 times as fast as -n 0, 1,000 database tests",
             f"-n 0 {serial.wall_s:.2f} s, -n 2 {two.wall_s:.2f} s{_pm(noise)} "
-            f"({serial.wall_s / two.wall_s:.2f} times as fast)",
+            f"({serial.wall_s / two.wall_s:.2f} times as fast){_ceiling(serial, two, cores)}",
             1.3 * two.wall_s, serial.wall_s, noise)
     return found

@@ -9,6 +9,12 @@ workers, building each worker's database (once per run, from a template:
 machine's drift hits each alike; the spread is how far the minimum of the even-numbered runs
 and of the odd-numbered ones lie apart.
 
+Where the time goes, from the same runs (the one whose wall time counts): the CPU seconds of
+the pytest process (the controller, or the only process under ``-n 0``), of its workers
+together, and of the rest of the machine (Linux: the database server, and whatever else ran),
+with :mod:`recipes.bench.cpu`. On two cores, two workers gain only what the cores have left:
+``cores`` is the machine's busy CPU seconds over the wall time.
+
 ``-n 0`` is xdist's way of saying "no workers": the tests run in the pytest process, as
 without xdist. ``-n 1`` pays for a worker without gaining one: the difference to ``-n 0`` is
 what distributing costs. On a machine with 2 cores that the database server shares, ``-n 2``
@@ -30,6 +36,8 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+
+from . import cpu
 
 __all__ = ["WorkersResult", "reuse_timings", "run_workers", "write_suite"]
 
@@ -66,6 +74,11 @@ class WorkersResult:
     spread_s: float | None  # between the minimum of the even and of the odd runs
     runs: int
     speedup: float | None = None  # wall time of -n 0 over this one's
+    # CPU seconds in the run whose wall time counts (see the module docstring); None where unknown
+    pytest_cpu_s: float | None = None  # the process started: the controller, or the only one
+    workers_cpu_s: float | None = None  # the workers together
+    rest_cpu_s: float | None = None  # the rest of the machine: the database server, and others
+    cores: float | None = None  # the machine's busy CPU seconds over the wall time
 
 
 def write_suite(folder: Path, tests: int, schema: str = "create_all") -> Path:
@@ -77,28 +90,38 @@ def write_suite(folder: Path, tests: int, schema: str = "create_all") -> Path:
     return folder
 
 
-def _run(folder: Path, url: str, *args: str) -> float:
-    env = {**os.environ, "RECIPES_DB_URL": url}
-    for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
-        env.pop(name, None)
-    start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", *_PLUGINS, *args],
-                          cwd=folder, env=env, capture_output=True, text=True, check=False)
-    wall = time.perf_counter() - start
-    if done.returncode != 0:
-        tail = " | ".join((done.stdout + done.stderr).strip().splitlines()[-3:])
-        raise RuntimeError(f"pytest {' '.join(args)} failed on {url.split('://')[0]}: {tail}")
-    return wall
+@dataclass
+class _Sample:
+    wall: float
+    parts: dict[str, float]  # CPU seconds by process: "pytest", "gw0", ...
+    busy: float | None  # the machine's busy CPU seconds meanwhile
 
 
-def _minimum_and_spread(samples: list[float]) -> tuple[float, float | None]:
-    spread = abs(min(samples[0::2]) - min(samples[1::2])) if len(samples) >= 2 else None
-    return min(samples), spread
+def _run(folder: Path, url: str, *args: str) -> _Sample:
+    with tempfile.TemporaryDirectory(prefix="recipes-cpu-") as parts:
+        env = {**os.environ, "RECIPES_DB_URL": url, cpu.ENV: parts}
+        for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
+            env.pop(name, None)
+        busy, start = cpu.machine_busy(), time.perf_counter()
+        done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", *_PLUGINS, "-p", cpu.__name__, *args],
+                              cwd=folder, env=env, capture_output=True, text=True, check=False)
+        wall, after = time.perf_counter() - start, cpu.machine_busy()
+        if done.returncode != 0:
+            tail = " | ".join((done.stdout + done.stderr).strip().splitlines()[-3:])
+            raise RuntimeError(f"pytest {' '.join(args)} failed on {url.split('://')[0]}: {tail}")
+        return _Sample(wall, cpu.read_cpu(Path(parts)),
+                       None if busy is None or after is None else after - busy)
+
+
+def _minimum_and_spread(samples: list[_Sample]) -> tuple[float, float | None]:
+    walls = [sample.wall for sample in samples]
+    spread = abs(min(walls[0::2]) - min(walls[1::2])) if len(walls) >= 2 else None
+    return min(walls), spread
 
 
 def _interleaved(configs: Iterable[tuple[str, ...]], folder: Path, url: str, runs: int,
-                 progress: Callable[[str], None], warmup: bool = True) -> dict[tuple[str, ...], list[float]]:
-    samples: dict[tuple[str, ...], list[float]] = {config: [] for config in configs}
+                 progress: Callable[[str], None], warmup: bool = True) -> dict[tuple[str, ...], list[_Sample]]:
+    samples: dict[tuple[str, ...], list[_Sample]] = {config: [] for config in configs}
     for config in samples if warmup else []:  # untimed: bytecode caches, the page cache, the server
         _run(folder, url, *config)
     for run in range(runs):
@@ -122,12 +145,23 @@ def run_workers(backend: str, url: str, tests: int = 1000, workers: Iterable[int
     results = []
     for n in counts:
         wall, spread = _minimum_and_spread(samples[("-n", str(n))])
-        results.append(WorkersResult(backend, n, tests, wall, spread, runs))
+        results.append(WorkersResult(backend, n, tests, wall, spread, runs, None,
+                                     *_where_it_went(samples[("-n", str(n))])))
     if 0 in counts:
         serial = results[counts.index(0)].wall_s
         for result in results:
             result.speedup = serial / result.wall_s
     return results
+
+
+def _where_it_went(samples: list[_Sample]) -> tuple[float | None, float | None, float | None, float | None]:
+    """(pytest's CPU s, the workers', the rest of the machine's, cores busy) in the fastest run."""
+    fastest = min(samples, key=lambda sample: sample.wall)
+    own = fastest.parts.get("pytest")
+    workers = sum(seconds for part, seconds in fastest.parts.items() if part != "pytest")
+    if fastest.busy is None or own is None:
+        return own, workers, None, None
+    return own, workers, max(0.0, fastest.busy - own - workers), fastest.busy / fastest.wall
 
 
 def reuse_timings(url: str, tests: int = 100, runs: int = 3, workers: int = 0,
