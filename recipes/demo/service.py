@@ -1,14 +1,15 @@
 """The demo service layer: it commits, as production code does, and speaks in domain errors.
 
 Every function takes the ``AsyncSession`` it works in, commits its own unit of work, and turns
-the database's IntegrityError into a :class:`DomainError` after rolling the session back, so
-the caller's session stays usable.
+the database's refusal (an IntegrityError; on MySQL and MariaDB a CHECK violation is an
+OperationalError: :func:`_refused`) into a :class:`DomainError` after rolling the session back,
+so the caller's session stays usable.
 """
 
 from __future__ import annotations
 
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from .models import Post, User
@@ -22,6 +23,19 @@ __all__ = [
     "publish_post",
     "register_user",
 ]
+
+
+# MySQL's and MariaDB's error codes for a CHECK constraint violated, which their drivers raise
+# as OperationalError (the class of a lost connection, too), not IntegrityError
+_CHECK_VIOLATED = {3819, 4025}
+
+
+def _refused(error: DBAPIError) -> bool:
+    """Whether the database refused the data for a constraint (not, say, the connection lost)."""
+    if isinstance(error, IntegrityError):
+        return True
+    code = error.orig.args[0] if error.orig is not None and error.orig.args else None
+    return isinstance(error, OperationalError) and code in _CHECK_VIOLATED
 
 
 class DomainError(Exception):
@@ -68,7 +82,9 @@ async def like_post(session: AsyncSession, post_id: int, delta: int = 1) -> int:
     post.likes += delta
     try:
         await session.commit()
-    except IntegrityError as exc:
+    except DBAPIError as exc:
+        if not _refused(exc):
+            raise
         await session.rollback()
         raise InvalidPost(str(exc.orig)) from None
     return post.likes
