@@ -240,14 +240,17 @@ def _bench_blocks(results: dict[str, Any]) -> dict[str, str]:
               "-" if layer.get("cpu_ms") is None else f"{layer['cpu_ms']:.2f}"]
              for b, f in backends.items() for name, layer in layers(f)], "lllrrr"),
         "xdist": _table(
-            ["database", "workers", "wall s", "spread", "x (-n 0)", "CPU s: pytest", "workers",
-             "rest (server)", "cores busy"],
+            ["database", "workers", "wall s", "spread", "x (-n 0)"],
             [[b, f"-n {r['workers']}", f"{r['wall_s']:.2f}",
               "-" if r.get("spread_s") is None else f"± {r['spread_s']:.2f}",
-              "-" if r.get("speedup") is None else f"{r['speedup']:.2f}",
+              "-" if r.get("speedup") is None else f"{r['speedup']:.2f}"]
+             for b, f in backends.items() for r in f.get("xdist", [])], "llrrr"),
+        "xdist_cpu": _table(
+            ["database", "workers", "CPU s: pytest", "workers", "rest of machine", "cores busy"],
+            [[b, f"-n {r['workers']}",
               *("-" if r.get(key) is None else f"{r[key]:.2f}"
                 for key in ("pytest_cpu_s", "workers_cpu_s", "rest_cpu_s", "cores"))]
-             for b, f in backends.items() for r in f.get("xdist", [])], "llrrrrrrr"),
+             for b, f in backends.items() for r in f.get("xdist", [])], "llrrrr"),
         "comparisons": _table(["database", "comparison", "ratio", "verdict"],
                               [row for rows, _ in verdicts for row in rows], "llrl"),
         "targets": _table(["database", "target", "this run", "verdict"],

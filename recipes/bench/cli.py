@@ -141,7 +141,7 @@ def _bench(args: argparse.Namespace) -> int:
                 print(f"\npytest-xdist: {tests} database tests (db_session, session loop), wall time of "
                       f"the whole command, minimum of {worker_runs} interleaved runs:")
                 print(_table(
-                    ["workers", "wall s", "spread", "x (-n 0)", "CPU s: pytest", "workers", "rest (server)",
+                    ["workers", "wall s", "spread", "x (-n 0)", "CPU s: pytest", "workers", "rest of machine",
                      "cores busy"],
                     [[f"-n {w.workers}", f"{w.wall_s:.2f}",
                       "-" if w.spread_s is None else f"± {w.spread_s:.2f}",

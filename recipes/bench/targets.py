@@ -68,8 +68,9 @@ def _ceiling(serial: WorkersResult, two: WorkersResult, cores: int) -> str:
     if None in spent or serial.pytest_cpu_s is None or serial.rest_cpu_s is None or not cores:
         return ""
     total, alone = sum(spent), serial.pytest_cpu_s + serial.rest_cpu_s  # type: ignore[arg-type, operator]
+    rest = "rest of the machine" if two.backend == "sqlite" else "server and rest"
     return (f"; CPU: -n 0 {alone:.2f} s, -n 2 {total:.2f} s (controller {two.pytest_cpu_s:.2f}, workers "
-            f"{two.workers_cpu_s:.2f}, server and rest {two.rest_cpu_s:.2f}): on {cores} cores at best "
+            f"{two.workers_cpu_s:.2f}, {rest} {two.rest_cpu_s:.2f}): on {cores} cores at best "
             f"{total / cores:.2f} s, {serial.wall_s / (total / cores):.2f} times")
 
 
