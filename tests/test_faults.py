@@ -257,7 +257,8 @@ INTERRUPTED = '''
     async def test_1_is_stopped_inside_its_transaction(db_session):
         await register_user(db_session, "ada@example.com")
         pathlib.Path("inside").write_text("")  # the signal may come now
-        await asyncio.sleep(600)
+        for _ in range(6000):  # ten minutes, awake every 0.1 s (see _stop)
+            await asyncio.sleep(0.1)
 '''
 
 
@@ -443,11 +444,25 @@ def _output(pytester: pytest.Pytester) -> str:
     return (pytester.path / "output.txt").read_text(errors="replace")
 
 
-def _stop(process: subprocess.Popen[bytes], sig: signal.Signals) -> int:
-    """Send the signal; the exit code, once the run has ended (within the timeout)."""
+def _stop(process: subprocess.Popen[bytes], sig: signal.Signals, pytester: pytest.Pytester) -> int:
+    """Send the signal; the exit code, once the run has ended (within the timeout).
+
+    A run that has not ended by then fails the test with its output and the stack of each of
+    its threads: SIGABRT makes faulthandler (which pytest enables) write them. Twice in CI a
+    run ignored its SIGINT while test 1 slept ten minutes in one ``asyncio.sleep`` (killed at
+    the timeout, not a line printed), and never here; test 1 now wakes every 0.1 s, as a test
+    that does I/O does, and the stacks are there to say where it hangs if it ever does again."""
     process.send_signal(sig)
     try:
         return process.wait(TIMEOUT)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGABRT)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            pass
+        pytest.fail(f"the run did not end within {TIMEOUT} s of {sig.name}; its output, with the "
+                    f"stacks of its threads (SIGABRT):\n{_output(pytester)}")
     finally:
         if process.poll() is None:
             process.kill()
@@ -458,7 +473,7 @@ def test_a_run_stopped_with_sigint(run, pytester, pg_server_url, signalled):
     process = _start(pytester, signalled)
     sent = time.monotonic()
 
-    returncode = _stop(process, signal.SIGINT)
+    returncode = _stop(process, signal.SIGINT, pytester)
 
     assert returncode == pytest.ExitCode.INTERRUPTED, _output(pytester)
     assert time.monotonic() - sent < 30, "the run did not end promptly"
@@ -471,7 +486,7 @@ def test_a_run_stopped_with_sigint(run, pytester, pg_server_url, signalled):
 def test_a_run_killed_with_sigkill(run, pytester, pg_server_url, signalled):
     process = _start(pytester, signalled)
 
-    assert _stop(process, signal.SIGKILL) == -signal.SIGKILL
+    assert _stop(process, signal.SIGKILL, pytester) == -signal.SIGKILL
 
     ((database, pid),) = _record(pytester).items()
     # No code ran after the kill: the database stays, and the server rolled back its open
