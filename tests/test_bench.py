@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+from recipes.bench import cpu
 from recipes.bench.targets import verdict
 
 
@@ -63,3 +64,25 @@ def test_the_benchmark_prints_its_tables_and_targets_and_writes_json(tmp_path, p
 ])
 def test_a_target_is_met_or_not_only_beyond_the_noise(value, limit, noise, expected):
     assert verdict(value, limit, noise) == expected
+
+
+def test_other_work_is_the_share_of_the_cores_busy_while_the_caller_sleeps(monkeypatch):
+    readings = iter([100.0, 101.5])  # busy CPU seconds of the whole machine, before and after
+    monkeypatch.setattr(cpu, "machine_busy", lambda: next(readings))
+    monkeypatch.setattr(cpu.time, "sleep", lambda seconds: None)
+    monkeypatch.setattr(cpu.os, "cpu_count", lambda: 2)
+    assert cpu.other_work(1.0) == pytest.approx(0.75)  # 1.5 core-seconds in 1 s of 2 cores
+
+
+def test_other_work_sees_a_process_that_keeps_a_core_busy():
+    if cpu.machine_busy() is None:
+        pytest.fail("recipes.bench.cpu reads Linux's /proc/stat: this suite runs on Linux")
+    spinner = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 10\nwhile time.time() < end: pass"])
+    try:
+        share = cpu.other_work(1.0)
+    finally:
+        spinner.kill()
+        spinner.wait()
+    # at least the spinner's core, whatever else runs (on a busy machine the share only grows)
+    assert share is not None and share >= 0.8 / (os.cpu_count() or 1)
+

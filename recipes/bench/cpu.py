@@ -10,18 +10,22 @@ nothing.
 
 :func:`machine_busy` is the other half: the CPU seconds the whole machine spent (Linux
 ``/proc/stat``), so that what is left after the pytest processes' share is the database
-server's, and anything else that ran meanwhile.
+server's, and anything else that ran meanwhile. :func:`other_work` says how much of that
+"anything else" there is: how busy the machine's cores are while this process does nothing.
+On a machine that other work keeps busy (a CI runner running other jobs), the rest is mostly
+that work, and wall times measure the contention as much as what they set out to measure.
 """
 
 from __future__ import annotations
 
 import os
 import resource
+import time
 from pathlib import Path
 
 import pytest
 
-__all__ = ["ENV", "machine_busy", "read_cpu"]
+__all__ = ["ENV", "machine_busy", "other_work", "read_cpu"]
 
 ENV = "RECIPES_BENCH_CPU"
 
@@ -48,3 +52,15 @@ def machine_busy() -> float | None:
         return None
     busy = sum(fields[:3]) + sum(fields[5:7])  # user, nice, system, irq, softirq: not idle,
     return busy / os.sysconf("SC_CLK_TCK")  # iowait, nor steal (a VM's host running others)
+
+
+def other_work(seconds: float = 1.0) -> float | None:
+    """The share of the machine's cores kept busy by other processes over ``seconds`` while this
+    one sleeps: 0.0 for an idle machine, 1.0 for every core busy; None off Linux. Take it before
+    and after a measurement: it samples a moment, and other work comes and goes."""
+    before = machine_busy()
+    time.sleep(seconds)
+    after = machine_busy()
+    if before is None or after is None:
+        return None
+    return min(1.0, max(0.0, (after - before) / (seconds * (os.cpu_count() or 1))))
